@@ -1,0 +1,1 @@
+//! podwarn agent library.

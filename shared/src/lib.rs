@@ -1,0 +1,13 @@
+//! Pure code shared by the podwarn agent and collector: the wire types of
+//! protocol v1 ([`wire`]), incident classification ([`classify`]) and the
+//! message normalisation behind incident fingerprints ([`normalize`]).
+//!
+//! Nothing here does I/O or needs a runtime, so both sides (and tests) agree
+//! on one definition of every rule.
+
+pub mod classify;
+pub mod normalize;
+pub mod wire;
+
+pub use classify::{IncidentType, Severity};
+pub use wire::{IngestBatch, IngestResponse, WarningEvent, Workload};
