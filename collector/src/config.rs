@@ -1,0 +1,149 @@
+//! Command line and environment: every flag is also a `PODWARN_…` variable.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// podwarn-collector: remembers every Pod warning your agents send.
+#[derive(Debug, Parser)]
+#[command(name = "podwarn-collector", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "PODWARN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector: ingest over mutual TLS, store, serve queries.
+    Serve(ServeArgs),
+    /// Agent client certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+/// `cert` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Issue an agent client certificate bound to one cluster (the offline
+    /// path; token enrollment does the same over the network).
+    Issue(CertIssueArgs),
+}
+
+/// The data directory, shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct DataDirArg {
+    /// Where the store, the CA and the admin token live.
+    #[arg(long, env = "PODWARN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// `serve` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// Address to listen on (HTTPS: ingest, queries, metrics). Port 0 picks a free port.
+    #[arg(long, env = "PODWARN_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Extra DNS names or IPs for the server certificate (localhost and 127.0.0.1 are always in it).
+    #[arg(long, env = "PODWARN_ADVERTISE", value_delimiter = ',')]
+    pub advertise: Vec<String>,
+    /// How long events are kept (e.g. 30d, 12h).
+    #[arg(long, env = "PODWARN_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// How often retention runs.
+    #[arg(long, env = "PODWARN_RETENTION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub retention_interval: Duration,
+    /// Largest ingest body accepted as sent (compressed), e.g. 8MiB.
+    #[arg(long, env = "PODWARN_MAX_BODY", default_value = "8MiB", value_parser = parse_bytes)]
+    pub max_body: u64,
+    /// Largest ingest body accepted after decompression, e.g. 64MiB.
+    #[arg(long, env = "PODWARN_MAX_DECODED_BODY", default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_decoded_body: u64,
+    /// How long after its last occurrence an incident counts as active.
+    #[arg(long, env = "PODWARN_ACTIVE_WINDOW", default_value = "30m", value_parser = parse_duration)]
+    pub active_window: Duration,
+    /// How long shutdown waits for open requests to finish.
+    #[arg(long, env = "PODWARN_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// `cert issue` flags.
+#[derive(Debug, Clone, Args)]
+pub struct CertIssueArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// The cluster the certificate binds (a DNS label: lowercase letters, digits, '-').
+    #[arg(long, env = "PODWARN_CLUSTER")]
+    pub cluster: String,
+    /// The tenant the cluster belongs to.
+    #[arg(long, env = "PODWARN_TENANT", default_value = "default")]
+    pub tenant: String,
+    /// Certificate lifetime (e.g. 7d).
+    #[arg(long, env = "PODWARN_CERT_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Folder to write tls.crt, tls.key and ca.crt into (created if missing).
+    #[arg(long, value_name = "OUTDIR")]
+    pub out: PathBuf,
+}
+
+/// Parses `30d`, `12h`, `1h 30m`, `90s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("{e}: expected a duration such as 90s, 30m, 12h or 30d"))
+}
+
+/// Parses `1048576`, `512KiB`, `8MiB`, `1GiB` (also `KB`/`MB`/`GB`, and `k`/`m`/`g`, as powers of 1024).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: expected a number such as 8MiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}: use KiB, MiB or GiB")),
+    };
+    n.checked_mul(factor)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse_with_clear_errors() {
+        assert_eq!(parse_bytes("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert!(parse_bytes("8 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(parse_bytes("0").is_err());
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert!(parse_duration("soon").unwrap_err().contains("expected a duration"));
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,149 @@
+//! The HTTPS server: the router, and an accept loop that terminates TLS and
+//! hands each connection's verified client identity to the handlers.
+
+use crate::error::ApiError;
+use crate::store::Store;
+use crate::tls::{AgentIdentity, Ca};
+use crate::{enroll, ingest, ops, query};
+use axum::Router;
+use axum::http::Request;
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// Limits and windows the handlers apply.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest ingest body as sent.
+    pub max_body: u64,
+    /// Largest ingest body after decompression.
+    pub max_decoded_body: u64,
+    /// How long an incident stays active after its last occurrence.
+    pub active_window: Duration,
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The CA, for issuing certificates.
+    pub ca: Arc<Ca>,
+    /// SHA-256 of the admin token.
+    pub admin_token_digest: [u8; 32],
+    /// Limits.
+    pub limits: Arc<Limits>,
+}
+
+/// Per-connection facts, set by the accept loop.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The agent identity of a verified client certificate, if one was presented.
+    pub identity: Option<AgentIdentity>,
+    /// The peer address.
+    pub remote: SocketAddr,
+}
+
+/// The router. Tests drive it with `oneshot`; [`serve`] puts it behind TLS.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/ingest", post(ingest::ingest))
+        .route("/v1/events", get(query::events))
+        .route("/v1/incidents", get(query::incidents))
+        .route("/v1/incidents/{id}", get(query::incident))
+        .route("/v1/clusters", get(query::clusters))
+        .route("/v1/admin/certs", post(enroll::issue_handler))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics_handler))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see docs/PROTOCOL.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .with_state(state)
+}
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` over TLS on `listener` until `shutdown` resolves, then lets
+/// open requests finish for at most `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| AgentIdentity::from_cert_der(cert));
+            let conn_info = ConnInfo { identity, remote };
+            let service = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(conn_info.clone());
+                req
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service));
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(drain) => tracing::warn!(deadline = ?drain, "drain deadline passed; closing open connections"),
+    }
+}

@@ -1,0 +1,199 @@
+//! The embedded redb store: durable events, incidents, clusters and agents.
+//!
+//! redb is synchronous and allows one writer. All writes go through one
+//! writer thread that commits every queued request in one transaction (group
+//! commit: one fsync per group, not per request) and answers each request
+//! only after that commit returned (invariant 2). Reads run in
+//! `spawn_blocking` on their own read transactions.
+
+mod reader;
+pub mod schema;
+mod writer;
+
+pub use reader::{ClusterView, EventQuery, IncidentQuery, IncidentView, Page, Position, StoredEvent};
+pub use writer::{IngestOutcome, RetentionOutcome};
+
+use crate::tls::AgentIdentity;
+use podwarn_shared::IngestBatch;
+use schema::AgentRecord;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (usually a running `serve`) has the store open.
+    #[error("the store {0} is in use by another podwarn-collector process")]
+    Locked(PathBuf),
+    /// The database file could not be opened.
+    #[error("opening the store {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// A read or write failed (disk full, I/O error …); nothing was committed.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A stored record could not be decoded.
+    #[error(transparent)]
+    Corrupt(#[from] schema::DecodeError),
+    /// The writer thread is gone (the collector is shutting down).
+    #[error("the store is shutting down")]
+    Closed,
+    /// The agent sending data is not known, or was revoked.
+    #[error("{0}")]
+    AgentRefused(String),
+}
+
+impl StoreError {
+    fn storage(e: impl std::fmt::Display) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { Self::storage(e) }
+        }
+    )*};
+}
+storage_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A `Result` of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle on the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<redb::Database>,
+    jobs: mpsc::Sender<writer::Job>,
+    path: PathBuf,
+}
+
+/// How many requests may wait for the writer before senders queue up.
+const WRITE_QUEUE: usize = 1024;
+
+impl Store {
+    /// Opens (or creates) the store at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = redb::Database::builder().create(path).map_err(|source| match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.into()),
+            source => StoreError::Open {
+                path: path.into(),
+                source,
+            },
+        })?;
+        let db = Arc::new(db);
+        let (jobs, rx) = mpsc::channel(WRITE_QUEUE);
+        writer::start(db.clone(), rx)?;
+        Ok(Self {
+            db,
+            jobs,
+            path: path.into(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores a batch under the sender's certified identity. Returns once it
+    /// is durably committed.
+    pub async fn ingest(&self, identity: AgentIdentity, batch: IngestBatch) -> Result<IngestOutcome> {
+        self.submit(|reply| writer::Job::Ingest { identity, batch, reply })
+            .await?
+    }
+
+    /// Records a newly issued agent certificate.
+    pub async fn register_agent(&self, agent: AgentRecord) -> Result<()> {
+        self.submit(|reply| writer::Job::RegisterAgent { agent, reply }).await?
+    }
+
+    /// Deletes events and incidents last seen before `cutoff_us`, in small
+    /// transactions. Returns how much was deleted.
+    pub async fn apply_retention(&self, cutoff_us: i64) -> Result<RetentionOutcome> {
+        let mut total = RetentionOutcome::default();
+        loop {
+            let step: RetentionOutcome = self
+                .submit(|reply| writer::Job::Retention { cutoff_us, reply })
+                .await??;
+            total.events += step.events;
+            total.incidents += step.incidents;
+            if !step.more {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn submit<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> writer::Job) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            use redb::ReadableDatabase;
+            let txn = db.begin_read()?;
+            f(&txn)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// A page of events matching `query`, newest activity first.
+    pub async fn events(&self, query: EventQuery) -> Result<Page<StoredEvent>> {
+        self.read(move |txn| reader::events(txn, &query)).await
+    }
+
+    /// A page of incidents matching `query`, most recently seen first.
+    pub async fn incidents(&self, query: IncidentQuery) -> Result<Page<IncidentView>> {
+        self.read(move |txn| reader::incidents(txn, &query)).await
+    }
+
+    /// One incident by id.
+    pub async fn incident(
+        &self,
+        id: u64,
+        now_us: i64,
+        active_window: std::time::Duration,
+    ) -> Result<Option<IncidentView>> {
+        self.read(move |txn| reader::incident(txn, id, now_us, active_window))
+            .await
+    }
+
+    /// Every cluster with its agents.
+    pub async fn clusters(&self) -> Result<Vec<ClusterView>> {
+        self.read(reader::clusters).await
+    }
+
+    /// Every agent record.
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>> {
+        self.read(reader::agents).await
+    }
+
+    /// Bytes the database file takes on disk.
+    pub fn size_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}

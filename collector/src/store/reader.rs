@@ -1,0 +1,529 @@
+//! Queries: pick the most selective index, walk it newest first (merging the
+//! per-cluster ranges), check the remaining filters on each record, and stop
+//! after a bounded amount of work so that no query scans the whole store.
+
+use super::schema::*;
+use super::{Result, StoreError};
+use crate::incidents;
+use jiff::Timestamp;
+use podwarn_shared::{IncidentType, Severity, WarningEvent, Workload};
+use redb::{ReadTransaction, ReadableTable};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Most index entries one query examines before it answers with what it
+/// found and a cursor to go on from.
+pub const MAX_SCAN: usize = 20_000;
+
+/// Where a page ended: `(last_seen, id)` of its last entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Microseconds since the epoch.
+    pub ts_us: i64,
+    /// Event sequence number or incident id.
+    pub id: u64,
+}
+
+/// One page of results.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The results, newest first.
+    pub items: Vec<T>,
+    /// Where the next page starts, if there may be one.
+    pub next: Option<Position>,
+}
+
+/// Filters of an event query. All given filters must match.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only these clusters (names); `None` for every cluster.
+    pub clusters: Option<Vec<String>>,
+    /// Only clusters of this tenant; `None` for every tenant.
+    pub tenant: Option<String>,
+    /// Exact namespace.
+    pub namespace: Option<String>,
+    /// Exact pod name.
+    pub pod: Option<String>,
+    /// Workload: optional kind, name.
+    pub workload: Option<(Option<String>, String)>,
+    /// Exact node name.
+    pub node: Option<String>,
+    /// Exact reason.
+    pub reason: Option<String>,
+    /// Incident type.
+    pub incident_type: Option<IncidentType>,
+    /// Incident id.
+    pub incident: Option<u64>,
+    /// Last seen at or after.
+    pub since_us: Option<i64>,
+    /// Last seen at or before.
+    pub until_us: Option<i64>,
+    /// Page size.
+    pub limit: usize,
+    /// Continue after this position.
+    pub after: Option<Position>,
+}
+
+/// Filters of an incident query.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentQuery {
+    /// Only these clusters (names); `None` for every cluster.
+    pub clusters: Option<Vec<String>>,
+    /// Only clusters of this tenant; `None` for every tenant.
+    pub tenant: Option<String>,
+    /// Exact namespace.
+    pub namespace: Option<String>,
+    /// Workload: optional kind, name.
+    pub workload: Option<(Option<String>, String)>,
+    /// Incident type.
+    pub incident_type: Option<IncidentType>,
+    /// Only active (`true`) or only resolved (`false`) incidents.
+    pub active: Option<bool>,
+    /// Last seen at or after.
+    pub since_us: Option<i64>,
+    /// Last seen at or before.
+    pub until_us: Option<i64>,
+    /// "Now", for `active`.
+    pub now_us: i64,
+    /// How long an incident stays active after its last occurrence.
+    pub active_window: std::time::Duration,
+    /// Page size.
+    pub limit: usize,
+    /// Continue after this position.
+    pub after: Option<Position>,
+}
+
+/// An event as the query API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    /// The cluster, from the sending agent's certificate.
+    pub cluster: String,
+    /// The event, as the agent sent it (with the latest count).
+    #[serde(flatten)]
+    pub event: WarningEvent,
+    /// The incident this event belongs to.
+    pub incident: String,
+    /// When the collector first stored it.
+    pub received_at: Timestamp,
+}
+
+/// An incident as the query API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentView {
+    /// Stable id (16 hex digits).
+    pub id: String,
+    /// The cluster.
+    pub cluster: String,
+    /// The cluster's tenant.
+    pub tenant: String,
+    /// The namespace.
+    pub namespace: String,
+    /// The owning workload, if any.
+    pub workload: Option<Workload>,
+    /// The pod, for bare pods.
+    pub pod: Option<String>,
+    /// The container, if the events name one.
+    pub container: Option<String>,
+    /// The kind of problem.
+    pub incident_type: IncidentType,
+    /// The highest severity seen.
+    pub severity: Severity,
+    /// The latest reason.
+    pub reason: String,
+    /// The normalised message shared by its events.
+    pub pattern: String,
+    /// The latest message.
+    pub message: String,
+    /// First occurrence.
+    pub first_seen: Timestamp,
+    /// Latest occurrence.
+    pub last_seen: Timestamp,
+    /// Occurrences in total (sum of counts).
+    pub occurrences: u64,
+    /// Distinct events.
+    pub events: u64,
+    /// Most recently affected pods.
+    pub pods: Vec<String>,
+    /// Pods affected beyond those listed.
+    pub pods_not_listed: u64,
+    /// Whether it occurred within the active window.
+    pub active: bool,
+}
+
+/// A cluster with its agents.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    /// The cluster name.
+    pub cluster: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Distinct events stored.
+    pub events_stored: u64,
+    /// Occurrences stored.
+    pub occurrences: u64,
+    /// Last accepted batch.
+    pub last_ingest: Option<Timestamp>,
+    /// Agents holding certificates for it.
+    pub agents: Vec<AgentView>,
+}
+
+/// An agent as `/v1/clusters` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    /// The agent id.
+    pub agent_id: String,
+    /// The agent's version, from its last batch.
+    pub version: Option<String>,
+    /// Last accepted batch.
+    pub last_seen: Option<Timestamp>,
+    /// When its certificate expires.
+    pub cert_expires: Timestamp,
+    /// Whether it is revoked.
+    pub revoked: bool,
+    /// Events it reported dropping (spool overflow), running total.
+    pub dropped_total: u64,
+}
+
+fn ts(us: i64) -> Timestamp {
+    Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Cluster id → record, for every cluster (a small table).
+fn cluster_map(txn: &ReadTransaction) -> Result<HashMap<u32, ClusterRecord>> {
+    let table = match txn.open_table(CLUSTERS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = HashMap::new();
+    for row in table.iter()? {
+        let (id, bytes) = row?;
+        out.insert(id.value(), decode(bytes.value())?);
+    }
+    Ok(out)
+}
+
+fn selected(clusters: &HashMap<u32, ClusterRecord>, only: &Option<Vec<String>>, tenant: &Option<String>) -> Vec<u32> {
+    let mut ids: Vec<u32> = clusters
+        .iter()
+        .filter(|(_, rec)| only.as_ref().is_none_or(|names| names.contains(&rec.name)))
+        .filter(|(_, rec)| tenant.as_ref().is_none_or(|t| *t == rec.tenant))
+        .map(|(id, _)| *id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Exclusive upper bound of a newest-first walk.
+fn upper(until_us: Option<i64>, after: Option<Position>) -> (i64, u64) {
+    let from_until = until_us.map_or((i64::MAX, u64::MAX), |u| (u.saturating_add(1), 0));
+    let from_after = after.map_or((i64::MAX, u64::MAX), |p| (p.ts_us, p.id));
+    from_until.min(from_after)
+}
+
+/// Walks several key ranges newest first as one, calling `visit` with each
+/// position until it returns false or [`MAX_SCAN`] entries were seen.
+/// Returns whether the budget ran out, and the last position visited.
+fn merge_newest_first<'a>(
+    ranges: Vec<redb::Range<'a, &'static [u8], ()>>,
+    mut visit: impl FnMut(Position) -> Result<bool>,
+) -> Result<(bool, Option<Position>)> {
+    let mut heads: Vec<(Option<Position>, std::iter::Rev<redb::Range<'a, &'static [u8], ()>>)> =
+        ranges.into_iter().map(|r| (None, r.rev())).collect();
+    let advance = |head: &mut (Option<Position>, std::iter::Rev<redb::Range<'a, &'static [u8], ()>>)| -> Result<()> {
+        head.0 = match head.1.next() {
+            Some(row) => {
+                let (ts_us, id) = position_of(row?.0.value());
+                Some(Position { ts_us, id })
+            }
+            None => None,
+        };
+        Ok(())
+    };
+    for head in heads.iter_mut() {
+        advance(head)?;
+    }
+    let mut seen = 0;
+    let mut last = None;
+    loop {
+        let Some(best) = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (p, _))| p.map(|p| (i, p)))
+            .max_by_key(|(_, p)| (p.ts_us, p.id))
+            .map(|(i, _)| i)
+        else {
+            return Ok((false, last));
+        };
+        if seen == MAX_SCAN {
+            return Ok((true, last));
+        }
+        let position = heads[best].0.take().unwrap_or(Position { ts_us: 0, id: 0 });
+        seen += 1;
+        last = Some(position);
+        if !visit(position)? {
+            return Ok((false, last));
+        }
+        advance(&mut heads[best])?;
+    }
+}
+
+fn workload_matches(filter: &Option<(Option<String>, String)>, workload: &Option<(String, String)>) -> bool {
+    match (filter, workload) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some((kind, name)), Some((k, n))) => n == name && kind.as_ref().is_none_or(|kind| kind == k),
+    }
+}
+
+fn event_matches(q: &EventQuery, r: &EventRecord) -> bool {
+    q.namespace.as_ref().is_none_or(|v| *v == r.namespace)
+        && q.pod.as_ref().is_none_or(|v| *v == r.pod)
+        && workload_matches(&q.workload, &r.workload)
+        && q.node.as_ref().is_none_or(|v| Some(v) == r.node.as_ref())
+        && q.reason.as_ref().is_none_or(|v| *v == r.reason)
+        && q.incident_type.is_none_or(|t| t.code() == r.incident_type)
+        && q.incident.is_none_or(|i| i == r.incident)
+}
+
+fn event_view(rec: EventRecord, cluster: &str) -> StoredEvent {
+    StoredEvent {
+        cluster: cluster.to_owned(),
+        incident: format!("{:016x}", rec.incident),
+        received_at: ts(rec.received_us),
+        event: WarningEvent {
+            uid: rec.uid,
+            namespace: rec.namespace,
+            pod: rec.pod,
+            pod_uid: rec.pod_uid,
+            node: rec.node,
+            workload: rec.workload.map(|(kind, name)| Workload { kind, name }),
+            container: rec.container,
+            reason: rec.reason,
+            message: rec.message,
+            incident_type: IncidentType::from_code(rec.incident_type),
+            severity: Severity::ALL
+                .get(rec.severity as usize)
+                .copied()
+                .unwrap_or(Severity::Medium),
+            count: rec.count,
+            first_seen: ts(rec.first_seen_us),
+            last_seen: ts(rec.last_seen_us),
+            source: rec.source,
+            logs: rec.logs,
+        },
+    }
+}
+
+/// A page of events.
+pub(super) fn events(txn: &ReadTransaction, q: &EventQuery) -> Result<Page<StoredEvent>> {
+    let clusters = cluster_map(txn)?;
+    let ids = selected(&clusters, &q.clusters, &q.tenant);
+    if ids.is_empty() || q.limit == 0 {
+        return Ok(Page {
+            items: Vec::new(),
+            next: None,
+        });
+    }
+    let (dim, value) = if let Some(pod) = &q.pod {
+        (Dim::Pod, value_hash(pod))
+    } else if let Some(incident) = q.incident {
+        (Dim::Incident, incident)
+    } else if let Some((_, name)) = &q.workload {
+        (Dim::Workload, value_hash(name))
+    } else if let Some(node) = &q.node {
+        (Dim::Node, value_hash(node))
+    } else if let Some(ns) = &q.namespace {
+        (Dim::Namespace, value_hash(ns))
+    } else {
+        (Dim::Time, 0)
+    };
+    let index = txn.open_table(EVENT_INDEX)?;
+    let events = txn.open_table(EVENTS)?;
+    let (hi_ts, hi_id) = upper(q.until_us, q.after);
+    let lo_ts = q.since_us.unwrap_or(i64::MIN);
+    let mut ranges = Vec::with_capacity(ids.len());
+    for c in &ids {
+        let lo = index_key(dim, *c, value, lo_ts, 0);
+        let hi = index_key(dim, *c, value, hi_ts, hi_id);
+        if lo < hi {
+            ranges.push(index.range(lo.as_slice()..hi.as_slice())?);
+        }
+    }
+    let mut items = Vec::new();
+    let mut last_item = None;
+    let (exhausted, last_seen) = merge_newest_first(ranges, |pos| {
+        let Some(bytes) = events.get(pos.id)? else {
+            return Ok(true);
+        };
+        let rec: EventRecord = decode(bytes.value())?;
+        if event_matches(q, &rec) {
+            let cluster = clusters.get(&rec.cluster).map(|c| c.name.as_str()).unwrap_or("");
+            items.push(event_view(rec, cluster));
+            last_item = Some(pos);
+        }
+        Ok(items.len() < q.limit)
+    })?;
+    let next = if items.len() == q.limit {
+        last_item
+    } else if exhausted {
+        last_seen
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+fn incident_view(
+    id: u64,
+    rec: IncidentRecord,
+    cluster: &ClusterRecord,
+    now_us: i64,
+    window: std::time::Duration,
+) -> IncidentView {
+    IncidentView {
+        id: format!("{id:016x}"),
+        cluster: cluster.name.clone(),
+        tenant: cluster.tenant.clone(),
+        namespace: rec.namespace,
+        workload: rec.workload.map(|(kind, name)| Workload { kind, name }),
+        pod: rec.pod,
+        container: rec.container,
+        incident_type: IncidentType::from_code(rec.incident_type),
+        severity: Severity::ALL
+            .get(rec.severity as usize)
+            .copied()
+            .unwrap_or(Severity::Medium),
+        reason: rec.reason,
+        pattern: rec.pattern,
+        message: rec.message,
+        first_seen: ts(rec.first_seen_us),
+        last_seen: ts(rec.last_seen_us),
+        occurrences: rec.occurrences,
+        events: rec.events,
+        pods: rec.pods,
+        pods_not_listed: rec.pods_not_listed,
+        active: incidents::is_active(rec.last_seen_us, now_us, window),
+    }
+}
+
+/// A page of incidents.
+pub(super) fn incidents(txn: &ReadTransaction, q: &IncidentQuery) -> Result<Page<IncidentView>> {
+    let clusters = cluster_map(txn)?;
+    let ids = selected(&clusters, &q.clusters, &q.tenant);
+    if ids.is_empty() || q.limit == 0 {
+        return Ok(Page {
+            items: Vec::new(),
+            next: None,
+        });
+    }
+    let index = txn.open_table(INCIDENT_INDEX)?;
+    let table = txn.open_table(INCIDENTS)?;
+    let (hi_ts, hi_id) = upper(q.until_us, q.after);
+    let lo_ts = q.since_us.unwrap_or(i64::MIN);
+    let mut ranges = Vec::with_capacity(ids.len());
+    for c in &ids {
+        let lo = incident_key(*c, lo_ts, 0);
+        let hi = incident_key(*c, hi_ts, hi_id);
+        if lo < hi {
+            ranges.push(index.range(lo.as_slice()..hi.as_slice())?);
+        }
+    }
+    let mut items = Vec::new();
+    let mut last_item = None;
+    let (exhausted, last_seen) = merge_newest_first(ranges, |pos| {
+        let Some(bytes) = table.get(pos.id)? else {
+            return Ok(true);
+        };
+        let rec: IncidentRecord = decode(bytes.value())?;
+        let active = incidents::is_active(rec.last_seen_us, q.now_us, q.active_window);
+        let matches = q.namespace.as_ref().is_none_or(|v| *v == rec.namespace)
+            && workload_matches(&q.workload, &rec.workload)
+            && q.incident_type.is_none_or(|t| t.code() == rec.incident_type)
+            && q.active.is_none_or(|a| a == active);
+        if matches {
+            if let Some(cluster) = clusters.get(&rec.cluster) {
+                items.push(incident_view(pos.id, rec, cluster, q.now_us, q.active_window));
+            }
+            last_item = Some(pos);
+        }
+        Ok(items.len() < q.limit)
+    })?;
+    let next = if items.len() == q.limit {
+        last_item
+    } else if exhausted {
+        last_seen
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+/// One incident.
+pub(super) fn incident(
+    txn: &ReadTransaction,
+    id: u64,
+    now_us: i64,
+    window: std::time::Duration,
+) -> Result<Option<IncidentView>> {
+    let clusters = cluster_map(txn)?;
+    let table = match txn.open_table(INCIDENTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(bytes) = table.get(id)? else { return Ok(None) };
+    let rec: IncidentRecord = decode(bytes.value())?;
+    Ok(clusters
+        .get(&rec.cluster)
+        .map(|cluster| incident_view(id, rec, cluster, now_us, window)))
+}
+
+/// Every agent record.
+pub(super) fn agents(txn: &ReadTransaction) -> Result<Vec<AgentRecord>> {
+    let table = match txn.open_table(AGENTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        out.push(decode(row?.1.value())?);
+    }
+    Ok(out)
+}
+
+/// Every cluster with its agents.
+pub(super) fn clusters(txn: &ReadTransaction) -> Result<Vec<ClusterView>> {
+    let mut by_name: Vec<ClusterView> = cluster_map(txn)?
+        .into_values()
+        .map(|c| ClusterView {
+            cluster: c.name,
+            tenant: c.tenant,
+            events_stored: c.events_stored,
+            occurrences: c.occurrences,
+            last_ingest: c.last_ingest_us.map(ts),
+            agents: Vec::new(),
+        })
+        .collect();
+    by_name.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    for agent in agents(txn)? {
+        if let Some(view) = by_name.iter_mut().find(|c| c.cluster == agent.cluster) {
+            view.agents.push(AgentView {
+                agent_id: agent.agent_id,
+                version: agent.version,
+                last_seen: agent.last_seen_us.map(ts),
+                cert_expires: ts(agent.cert_not_after_us),
+                revoked: agent.revoked_us.is_some(),
+                dropped_total: agent.dropped_total,
+            });
+        }
+    }
+    Ok(by_name)
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,286 @@
+//! Table definitions, key layouts and record encodings of the redb store.
+//!
+//! Records are postcard behind a one-byte format version, so a later build can
+//! read what an earlier one wrote. Index keys are fixed-width big-endian so
+//! that byte order is time order.
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Store-wide values: the schema version and the next event sequence number.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Event records by sequence number (insertion order).
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Dedup key `(cluster id, event uid)` → sequence number (invariant 4).
+pub const EVENT_UIDS: TableDefinition<&[u8], u64> = TableDefinition::new("event_uids");
+/// Secondary indexes over events, see [`index_key`].
+pub const EVENT_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("event_index");
+/// Incident records by id.
+pub const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
+/// Incidents by `(cluster id, last seen, id)`.
+pub const INCIDENT_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("incident_index");
+/// Cluster name → cluster id.
+pub const CLUSTER_IDS: TableDefinition<&str, u32> = TableDefinition::new("cluster_ids");
+/// Cluster records by id.
+pub const CLUSTERS: TableDefinition<u32, &[u8]> = TableDefinition::new("clusters");
+/// Agent records by agent id.
+pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: u64 = 1;
+/// `META` key of the schema version.
+pub const META_SCHEMA: &str = "schema_version";
+/// `META` key of the next event sequence number.
+pub const META_NEXT_SEQ: &str = "next_seq";
+
+const RECORD_FORMAT: u8 = 1;
+
+/// Errors decoding a stored record: the file holds something this build cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error("stored record is unreadable (format {format}): {source}")]
+pub struct DecodeError {
+    format: u8,
+    #[source]
+    source: postcard::Error,
+}
+
+/// Encodes a record with its format byte.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_FORMAT];
+    // Serializing plain structs of strings and integers into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(record).unwrap_or_default());
+    out
+}
+
+/// Decodes a record written by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (format, body) = bytes.split_first().unwrap_or((&0, &[]));
+    if *format != RECORD_FORMAT {
+        return Err(DecodeError {
+            format: *format,
+            source: postcard::Error::DeserializeBadEncoding,
+        });
+    }
+    postcard::from_bytes(body).map_err(|source| DecodeError {
+        format: *format,
+        source,
+    })
+}
+
+/// One stored event: a Kubernetes Event (or pod-status warning) of one cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventRecord {
+    pub cluster: u32,
+    pub uid: String,
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: Option<String>,
+    pub node: Option<String>,
+    pub workload: Option<(String, String)>,
+    pub container: Option<String>,
+    pub reason: String,
+    pub message: String,
+    pub incident_type: u8,
+    pub severity: u8,
+    pub count: u32,
+    pub first_seen_us: i64,
+    pub last_seen_us: i64,
+    pub source: Option<String>,
+    pub logs: Option<String>,
+    pub incident: u64,
+    pub received_us: i64,
+}
+
+/// One incident: recurring occurrences of the same problem in one workload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IncidentRecord {
+    pub cluster: u32,
+    pub namespace: String,
+    pub workload: Option<(String, String)>,
+    /// The pod, for bare pods (no workload).
+    pub pod: Option<String>,
+    pub container: Option<String>,
+    pub incident_type: u8,
+    /// The highest severity seen.
+    pub severity: u8,
+    pub reason: String,
+    /// The normalised message the fingerprint was taken from.
+    pub pattern: String,
+    /// The latest full message.
+    pub message: String,
+    pub first_seen_us: i64,
+    pub last_seen_us: i64,
+    pub occurrences: u64,
+    pub events: u64,
+    /// Most recently affected pods, newest last, at most [`MAX_INCIDENT_PODS`].
+    pub pods: Vec<String>,
+    /// Distinct pods seen beyond those listed (an upper bound).
+    pub pods_not_listed: u64,
+}
+
+/// How many pod names an incident keeps.
+pub const MAX_INCIDENT_PODS: usize = 20;
+
+/// One cluster as the collector knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterRecord {
+    pub name: String,
+    pub tenant: String,
+    pub created_us: i64,
+    pub events_stored: u64,
+    pub occurrences: u64,
+    pub last_ingest_us: Option<i64>,
+}
+
+/// One agent certificate the collector issued.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub cluster: String,
+    pub tenant: String,
+    pub created_us: i64,
+    pub cert_serial: String,
+    pub cert_not_after_us: i64,
+    pub revoked_us: Option<i64>,
+    pub last_seen_us: Option<i64>,
+    pub version: Option<String>,
+    pub dropped_total: u64,
+}
+
+/// Index dimensions of [`EVENT_INDEX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Dim {
+    /// Every event of a cluster by time; value 0.
+    Time = 1,
+    /// Namespace name.
+    Namespace = 2,
+    /// Pod name.
+    Pod = 3,
+    /// Workload name.
+    Workload = 4,
+    /// Node name.
+    Node = 5,
+    /// Incident id.
+    Incident = 6,
+}
+
+/// Length of an [`EVENT_INDEX`] key.
+pub const INDEX_KEY_LEN: usize = 1 + 4 + 8 + 8 + 8;
+/// Length of the `(dim, cluster, value)` prefix of an index key.
+pub const INDEX_PREFIX_LEN: usize = 1 + 4 + 8;
+
+/// Hashes a filter value into an index value. Collisions only cost a
+/// post-filter check: records are always compared exactly.
+pub fn value_hash(text: &str) -> u64 {
+    xxh3_64(text.as_bytes())
+}
+
+/// Orders signed microseconds as unsigned big-endian bytes.
+pub fn ts_bytes(ts_us: i64) -> [u8; 8] {
+    ((ts_us as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The inverse of [`ts_bytes`].
+pub fn ts_from_bytes(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
+/// `[dim][cluster][value]`.
+pub fn index_prefix(dim: Dim, cluster: u32, value: u64) -> [u8; INDEX_PREFIX_LEN] {
+    let mut key = [0u8; INDEX_PREFIX_LEN];
+    key[0] = dim as u8;
+    key[1..5].copy_from_slice(&cluster.to_be_bytes());
+    key[5..13].copy_from_slice(&value.to_be_bytes());
+    key
+}
+
+/// `[dim][cluster][value][last_seen][seq]`.
+pub fn index_key(dim: Dim, cluster: u32, value: u64, ts_us: i64, seq: u64) -> [u8; INDEX_KEY_LEN] {
+    let mut key = [0u8; INDEX_KEY_LEN];
+    key[..INDEX_PREFIX_LEN].copy_from_slice(&index_prefix(dim, cluster, value));
+    key[13..21].copy_from_slice(&ts_bytes(ts_us));
+    key[21..29].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Reads `(last_seen, seq)` back from an index key (or incident index key).
+pub fn position_of(key: &[u8]) -> (i64, u64) {
+    let n = key.len();
+    let mut ts = [0u8; 8];
+    let mut id = [0u8; 8];
+    ts.copy_from_slice(&key[n - 16..n - 8]);
+    id.copy_from_slice(&key[n - 8..]);
+    (ts_from_bytes(ts), u64::from_be_bytes(id))
+}
+
+/// Every index entry of one event record.
+pub fn index_entries(rec: &EventRecord, seq: u64) -> impl Iterator<Item = [u8; INDEX_KEY_LEN]> + '_ {
+    let ts = rec.last_seen_us;
+    let c = rec.cluster;
+    [
+        Some((Dim::Time, 0)),
+        Some((Dim::Namespace, value_hash(&rec.namespace))),
+        Some((Dim::Pod, value_hash(&rec.pod))),
+        rec.workload.as_ref().map(|(_, name)| (Dim::Workload, value_hash(name))),
+        rec.node.as_deref().map(|node| (Dim::Node, value_hash(node))),
+        Some((Dim::Incident, rec.incident)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(move |(dim, value)| index_key(dim, c, value, ts, seq))
+}
+
+/// Length of an [`INCIDENT_INDEX`] key.
+pub const INCIDENT_KEY_LEN: usize = 4 + 8 + 8;
+
+/// `[cluster][last_seen][id]`.
+pub fn incident_key(cluster: u32, ts_us: i64, id: u64) -> [u8; INCIDENT_KEY_LEN] {
+    let mut key = [0u8; INCIDENT_KEY_LEN];
+    key[..4].copy_from_slice(&cluster.to_be_bytes());
+    key[4..12].copy_from_slice(&ts_bytes(ts_us));
+    key[12..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The dedup key of an event: `[cluster][uid bytes]`.
+pub fn uid_key(cluster: u32, uid: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + uid.len());
+    key.extend_from_slice(&cluster.to_be_bytes());
+    key.extend_from_slice(uid.as_bytes());
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_keys_sort_by_time_then_seq_including_before_1970() {
+        let a = index_key(Dim::Time, 1, 0, -5, 9);
+        let b = index_key(Dim::Time, 1, 0, 3, 1);
+        let c = index_key(Dim::Time, 1, 0, 3, 2);
+        assert!(a < b && b < c);
+        assert_eq!(position_of(&a), (-5, 9));
+        assert_eq!(position_of(&incident_key(7, 42, 99)), (42, 99));
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_unknown_formats() {
+        let rec = ClusterRecord {
+            name: "c".into(),
+            tenant: "t".into(),
+            created_us: 1,
+            events_stored: 2,
+            occurrences: 3,
+            last_ingest_us: None,
+        };
+        let bytes = encode(&rec);
+        assert_eq!(decode::<ClusterRecord>(&bytes).unwrap(), rec);
+        let mut future = bytes.clone();
+        future[0] = 9;
+        assert!(decode::<ClusterRecord>(&future).is_err());
+        assert!(decode::<ClusterRecord>(&[]).is_err());
+    }
+}
