@@ -14,6 +14,7 @@ pub async fn cert_issue(args: CertIssueArgs) -> anyhow::Result<()> {
     let dir = &args.data.data_dir;
     crate::names::validate_name("cluster", &args.cluster)?;
     crate::names::validate_name("tenant", &args.tenant)?;
+    crate::create_private_dir(dir)?;
     let (key_pem, csr) = tls::new_key_and_csr()?;
     let req = IssueRequest {
         cluster: args.cluster.clone(),

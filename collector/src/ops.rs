@@ -50,6 +50,10 @@ pub struct Metrics {
 impl Metrics {
     fn new() -> Self {
         let ingest_requests = Family::<OutcomeLabel, Counter>::default();
+        // Every outcome is exported from the start, so a rate over it is never "no data".
+        for outcome in ["stored", "invalid", "refused", "failed"] {
+            drop(ingest_requests.get_or_create(&OutcomeLabel { outcome }));
+        }
         let events_accepted = Counter::default();
         let events_duplicate = Counter::default();
         let occurrences = Counter::default();

@@ -22,7 +22,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -31,7 +31,7 @@ pub enum TlsError {
         source: std::io::Error,
     },
     /// A certificate or key could not be generated or parsed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Cert {
         /// What was being done.
         what: &'static str,

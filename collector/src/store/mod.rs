@@ -27,7 +27,7 @@ pub enum StoreError {
     #[error("the store {0} is in use by another podwarn-collector process")]
     Locked(PathBuf),
     /// The database file could not be opened.
-    #[error("opening the store {path}: {source}")]
+    #[error("opening the store {path}")]
     Open {
         /// The file.
         path: PathBuf,

@@ -221,6 +221,9 @@ fn upper(until_us: Option<i64>, after: Option<Position>) -> (i64, u64) {
     from_until.min(from_after)
 }
 
+/// One range being walked backwards, with the position it is at.
+type Head<'a> = (Option<Position>, std::iter::Rev<redb::Range<'a, &'static [u8], ()>>);
+
 /// Walks several key ranges newest first as one, calling `visit` with each
 /// position until it returns false or [`MAX_SCAN`] entries were seen.
 /// Returns whether the budget ran out, and the last position visited.
@@ -228,9 +231,8 @@ fn merge_newest_first<'a>(
     ranges: Vec<redb::Range<'a, &'static [u8], ()>>,
     mut visit: impl FnMut(Position) -> Result<bool>,
 ) -> Result<(bool, Option<Position>)> {
-    let mut heads: Vec<(Option<Position>, std::iter::Rev<redb::Range<'a, &'static [u8], ()>>)> =
-        ranges.into_iter().map(|r| (None, r.rev())).collect();
-    let advance = |head: &mut (Option<Position>, std::iter::Rev<redb::Range<'a, &'static [u8], ()>>)| -> Result<()> {
+    let mut heads: Vec<Head<'a>> = ranges.into_iter().map(|r| (None, r.rev())).collect();
+    let advance = |head: &mut Head<'a>| -> Result<()> {
         head.0 = match head.1.next() {
             Some(row) => {
                 let (ts_us, id) = position_of(row?.0.value());

@@ -38,7 +38,7 @@ const RECORD_FORMAT: u8 = 1;
 
 /// Errors decoding a stored record: the file holds something this build cannot read.
 #[derive(Debug, thiserror::Error)]
-#[error("stored record is unreadable (format {format}): {source}")]
+#[error("stored record is unreadable (format {format})")]
 pub struct DecodeError {
     format: u8,
     #[source]

@@ -153,15 +153,18 @@ struct IncidentCache {
 
 impl IncidentCache {
     fn get_or_load(&mut self, t: &Tables<'_>, id: u64) -> Result<Option<&mut IncidentRecord>> {
-        if !self.touched.contains_key(&id) {
-            let Some(bytes) = t.incidents.get(id)? else {
-                return Ok(None);
-            };
-            let rec: IncidentRecord = decode(bytes.value())?;
-            let ts = rec.last_seen_us;
-            self.touched.insert(id, (rec, Some(ts)));
+        use std::collections::hash_map::Entry;
+        match self.touched.entry(id) {
+            Entry::Occupied(e) => Ok(Some(&mut e.into_mut().0)),
+            Entry::Vacant(e) => {
+                let Some(bytes) = t.incidents.get(id)? else {
+                    return Ok(None);
+                };
+                let rec: IncidentRecord = decode(bytes.value())?;
+                let ts = rec.last_seen_us;
+                Ok(Some(&mut e.insert((rec, Some(ts))).0))
+            }
         }
-        Ok(self.touched.get_mut(&id).map(|(rec, _)| rec))
     }
 
     fn flush(self, t: &mut Tables<'_>) -> Result<()> {
