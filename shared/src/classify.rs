@@ -194,7 +194,608 @@ pub struct Classification {
 }
 
 /// Classifies one Pod warning.
+///
+/// The first rule of the classification table whose reason and message match decides the
+/// class. Pod status can override it: a last termination of `OOMKilled`
+/// wins over crash-shaped rules (a `BackOff` after an OOM kill is an OOM
+/// problem), and when no rule knows the reason at all, a non-zero exit code
+/// makes it [`IncidentType::ContainerFailed`]. Never allocates.
 pub fn classify(signal: &Signal<'_>) -> Classification {
-    let _ = signal;
-    Classification { incident_type: IncidentType::Other, severity: Severity::Medium }
+    let message = crate::normalize::strip_aggregation_prefix(signal.message);
+    let oom_killed = signal
+        .last_termination_reason
+        .is_some_and(|r| r.trim().eq_ignore_ascii_case("OOMKilled"));
+    let oom = Classification {
+        incident_type: IncidentType::OomKilled,
+        severity: Severity::High,
+    };
+
+    match RULES.iter().find(|rule| rule.matches(signal.reason.trim(), message)) {
+        Some(rule) if oom_killed && rule.status == Status::OomWins => oom,
+        Some(rule) => Classification {
+            incident_type: rule.incident_type,
+            severity: rule.severity,
+        },
+        None if oom_killed => oom,
+        None if signal.last_exit_code.is_some_and(|code| code != 0) => Classification {
+            incident_type: IncidentType::ContainerFailed,
+            severity: Severity::Medium,
+        },
+        None => Classification {
+            incident_type: IncidentType::Other,
+            severity: Severity::Medium,
+        },
+    }
+}
+
+/// What a rule requires of the message. Needles are lowercase ASCII and
+/// compared ASCII-case-insensitively, so no lowercased copy is needed.
+#[derive(Debug, Clone, Copy)]
+enum Message {
+    /// Anything.
+    Any,
+    /// Starts with this (after the aggregation prefix).
+    Starts(&'static str),
+    /// Contains at least one of these.
+    Has(&'static [&'static str]),
+    /// Contains every one of these.
+    HasAll(&'static [&'static str]),
+}
+
+/// How Pod status may override a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// The event names its problem precisely; status does not change it.
+    Event,
+    /// The event describes a container dying or restarting, which an OOM
+    /// kill explains better than the event does.
+    OomWins,
+}
+
+/// One row of the classification table.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    /// Event reasons, compared ASCII-case-insensitively because kubelet
+    /// versions and extended resources vary (`OutOfcpu`, `OutOfnvidia.com/gpu`).
+    /// A trailing `*` matches any reason with that prefix.
+    reasons: &'static [&'static str],
+    message: Message,
+    incident_type: IncidentType,
+    severity: Severity,
+    status: Status,
+}
+
+impl Rule {
+    fn matches(&self, reason: &str, message: &str) -> bool {
+        let reason_ok = self.reasons.iter().any(|name| match name.strip_suffix('*') {
+            Some(prefix) => starts_with_ci(reason, prefix),
+            None => name.eq_ignore_ascii_case(reason),
+        });
+        reason_ok
+            && match self.message {
+                Message::Any => true,
+                Message::Starts(needle) => starts_with_ci(message, needle),
+                Message::Has(needles) => needles.iter().any(|n| contains_ci(message, n)),
+                Message::HasAll(needles) => needles.iter().all(|n| contains_ci(message, n)),
+            }
+    }
+}
+
+const fn rule(
+    reasons: &'static [&'static str],
+    message: Message,
+    incident_type: IncidentType,
+    severity: Severity,
+    status: Status,
+) -> Rule {
+    Rule {
+        reasons,
+        message,
+        incident_type,
+        severity,
+        status,
+    }
+}
+
+use IncidentType as T;
+use Message::{Any, Has, HasAll, Starts};
+use Severity::{Critical, High, Low, Medium};
+use Status::{Event, OomWins};
+
+/// The classification table, evaluated top to bottom; the first match wins,
+/// so specific message rules come before the catch-all for the same reason.
+///
+/// Severities follow [`Severity`]'s scale:
+/// - **critical**: the node's disk is full (`no space left on device` while
+///   mounting or creating a sandbox); every Pod on the node is at risk, not
+///   just this one.
+/// - **high**: a workload is down or lost work: crash loops, OOM kills,
+///   evictions (a running Pod was killed), and a node whose network plugin is
+///   not ready (no new Pod can start there).
+/// - **medium**: degraded, retrying, or not running yet, and usually needs a
+///   human to fix config: image pulls, config errors, scheduling, mounts,
+///   sandboxes, failed kills, preemption (by design, but it cost a running
+///   Pod), liveness and startup probes (which restart the container), kubelet
+///   admission rejections (`OutOfcpu` …; the controller makes a new Pod).
+/// - **low**: worth knowing and usually transient or cosmetic: readiness
+///   probes (no restart, just out of the Service), a scheduling attempt for a
+///   Pod that is being deleted, DNS search-line truncation, policy audit
+///   reports, disabled logging.
+///
+/// Reasons this table does not know fall back to Pod status, then `Other`.
+#[rustfmt::skip]
+const RULES: &[Rule] = &[
+    // Container lifecycle. `BackOff` is both the image-pull and the restart back-off.
+    rule(&["BackOff"],                    Has(&["pulling image"]),  T::ImagePullBackOff,           Medium,   Event),
+    rule(CRASH,                           Any,                      T::CrashLoopBackOff,           High,     OomWins),
+    rule(OOM,                             Any,                      T::OomKilled,                  High,     Event),
+    // `Failed` covers image pulls, config errors and start errors; the message says which.
+    rule(&["Failed"],                     Has(IMAGE_PULL),          T::ImagePullBackOff,           Medium,   Event),
+    rule(&["Failed"],                     Has(CONFIG_ERROR),        T::CreateContainerConfigError, Medium,   Event),
+    rule(&["Failed"],                     HasAll(CONFIGMAP_GONE),   T::CreateContainerConfigError, Medium,   Event),
+    rule(&["Failed"],                     HasAll(SECRET_GONE),      T::CreateContainerConfigError, Medium,   Event),
+    rule(&["Failed"],                     Has(START_ERROR),         T::ContainerFailed,            Medium,   OomWins),
+    // The same states as reasons (container waiting reasons, kubelet's image events).
+    rule(IMAGE_PULL_REASONS,              Any,                      T::ImagePullBackOff,           Medium,   Event),
+    rule(&["CreateContainerConfigError"], Any,                      T::CreateContainerConfigError, Medium,   Event),
+    rule(START_ERROR_REASONS,             Any,                      T::ContainerFailed,            Medium,   OomWins),
+    // Probes: liveness and startup failures restart the container, readiness only unroutes it.
+    rule(PROBE,                           Starts("liveness probe"), T::Unhealthy,                  Medium,   Event),
+    rule(PROBE,                           Starts("startup probe"),  T::Unhealthy,                  Medium,   Event),
+    rule(PROBE,                           Any,                      T::Unhealthy,                  Low,      Event),
+    // Scheduling; a Pod already being deleted does not need a node any more.
+    rule(&["FailedScheduling"],           Has(POD_DELETING),        T::FailedScheduling,           Low,      Event),
+    rule(&["FailedScheduling"],           Any,                      T::FailedScheduling,           Medium,   Event),
+    // Volumes.
+    rule(VOLUME,                          Has(DISK_FULL),           T::FailedMount,                Critical, Event),
+    rule(VOLUME,                          Any,                      T::FailedMount,                Medium,   Event),
+    // Pods taken away.
+    rule(EVICTION,                        Any,                      T::Evicted,                    High,     Event),
+    rule(PREEMPTION,                      Any,                      T::Preempted,                  Medium,   Event),
+    // Runtime and network.
+    rule(&["FailedCreatePodSandBox"],     Has(DISK_FULL),           T::FailedCreatePodSandBox,     Critical, Event),
+    rule(&["FailedCreatePodSandBox"],     Any,                      T::FailedCreatePodSandBox,     Medium,   Event),
+    rule(KILL,                            Any,                      T::FailedKillPod,              Medium,   Event),
+    rule(&["NetworkNotReady"],            Any,                      T::NetworkNotReady,            High,     Event),
+    // Known warnings with no class of their own, listed so that Pod status
+    // (an unrelated earlier crash) cannot relabel them as ContainerFailed.
+    // `OutOf*`: kubelet admission rejections (`OutOfcpu`, `OutOfmemory`, `OutOfpods` …).
+    rule(&["OutOf*"],                     Any,                      T::Other,                      Medium,   Event),
+    rule(OTHER_MEDIUM,                    Any,                      T::Other,                      Medium,   Event),
+    rule(OTHER_LOW,                       Any,                      T::Other,                      Low,      Event),
+];
+
+/// Restart back-off, as an event reason or a container waiting reason.
+const CRASH: &[&str] = &["BackOff", "CrashLoopBackOff"];
+
+/// An OOM kill: the termination reason, or node-problem-detector's kernel event.
+const OOM: &[&str] = &["OOMKilled", "OOMKilling"];
+
+/// Reasons that are image-pull states themselves (Pod status waiting
+/// reasons, kubelet's `InspectFailed` for an unparseable image name).
+const IMAGE_PULL_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "InspectFailed",
+];
+
+/// Reasons for a container that could not be created or started, or was
+/// killed because its postStart hook failed.
+const START_ERROR_REASONS: &[&str] = &[
+    "CreateContainerError",
+    "RunContainerError",
+    "ContainerCannotRun",
+    "StartError",
+    "FailedPostStartHook",
+];
+
+/// Probe failure reasons (`ProbeWarning` is a probe that passed with a warning).
+const PROBE: &[&str] = &["Unhealthy", "ProbeWarning"];
+
+/// Volume attach, mount and block-map failures.
+const VOLUME: &[&str] = &["FailedMount", "FailedAttachVolume", "FailedMapVolume"];
+
+/// Eviction by the kubelet (node pressure) or the taint manager (node gone).
+const EVICTION: &[&str] = &["Evicted", "TaintManagerEviction"];
+
+/// Preemption by the scheduler (`Preempted`) or by the kubelet for a critical Pod.
+const PREEMPTION: &[&str] = &["Preempted", "Preempting"];
+
+/// The runtime did not stop the Pod (in time).
+const KILL: &[&str] = &["FailedKillPod", "ExceededGracePeriod"];
+
+/// Warnings without a class that still cost a Pod or a volume something.
+const OTHER_MEDIUM: &[&str] = &[
+    "UnexpectedAdmissionError",
+    "NodeAffinity",
+    "TopologyAffinityError",
+    "FailedSync",
+    "VolumeResizeFailed",
+    "FileSystemResizeFailed",
+];
+
+/// Warnings without a class that are informational or cosmetic.
+const OTHER_LOW: &[&str] = &[
+    "DNSConfigForming",
+    "PolicyViolation",
+    "LoggingDisabled",
+    "FailedPreStopHook",
+    "FailedToRetrieveImagePullSecret",
+];
+
+/// The node's disk is full.
+const DISK_FULL: &[&str] = &["no space left on device"];
+
+/// `Error: configmap "name" not found`.
+const CONFIGMAP_GONE: &[&str] = &["configmap", "not found"];
+
+/// `Error: secret "name" not found`.
+const SECRET_GONE: &[&str] = &["secret", "not found"];
+
+/// The scheduler gave up on a Pod that is being deleted anyway.
+const POD_DELETING: &[&str] = &["skip schedule deleting pod"];
+
+/// Messages of kubelet `Failed` events that mean the image cannot be pulled.
+const IMAGE_PULL: &[&str] = &[
+    "errimagepull",
+    "imagepullbackoff",
+    "failed to pull image",
+    "invalidimagename",
+    "errimageneverpull",
+    "imageinspecterror",
+    "errregistryunavailable",
+    "couldn't parse image reference",
+    "not present with pull policy",
+];
+
+/// Messages of kubelet `Failed` events that mean the container's
+/// configuration cannot be built (kubelet's `CreateContainerConfigError`).
+const CONFIG_ERROR: &[&str] = &[
+    "createcontainerconfigerror",
+    "couldn't find key",
+    "runasnonroot",
+    "failed to prepare subpath",
+    "failed to sync configmap cache",
+    "failed to sync secret cache",
+];
+
+/// Messages of kubelet `Failed` events that mean the runtime could not create
+/// or start the container (`CreateContainerError`, `RunContainerError`).
+const START_ERROR: &[&str] = &[
+    "createcontainererror",
+    "runcontainererror",
+    "failed to create container",
+    "failed to start container",
+    "failed to create containerd task",
+    "oci runtime",
+    "starting container process",
+];
+
+/// `haystack.starts_with(needle)`, ASCII-case-insensitively.
+fn starts_with_ci(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .get(..needle.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// `haystack.contains(needle)`, ASCII-case-insensitively, without allocating.
+fn contains_ci(haystack: &str, needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    needle.is_empty()
+        || haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(reason: &str, message: &str) -> Classification {
+        classify(&Signal {
+            reason,
+            message,
+            ..Signal::default()
+        })
+    }
+
+    fn class(incident_type: IncidentType, severity: Severity) -> Classification {
+        Classification {
+            incident_type,
+            severity,
+        }
+    }
+
+    #[test]
+    fn crash_loop_back_off_is_high() {
+        let got = event(
+            "BackOff",
+            "Back-off restarting failed container catalog in pod catalog-5578f9649b-bbrjp_catalog(b5c1c1fa-5db6-4be4-8dcd-0910410f5630)",
+        );
+        assert_eq!(got, class(T::CrashLoopBackOff, High));
+        assert_eq!(
+            event("BackOff", "Back-off restarting failed container"),
+            class(T::CrashLoopBackOff, High)
+        );
+    }
+
+    #[test]
+    fn oom_killed_status_wins_over_back_off() {
+        let signal = Signal {
+            reason: "BackOff",
+            message: "Back-off restarting failed container",
+            last_termination_reason: Some("OOMKilled"),
+            last_exit_code: Some(137),
+        };
+        assert_eq!(classify(&signal), class(T::OomKilled, High));
+    }
+
+    #[test]
+    fn oom_killed_status_does_not_relabel_a_precise_event() {
+        let signal = Signal {
+            reason: "Unhealthy",
+            message: "Readiness probe failed: HTTP probe failed with statuscode: 503",
+            last_termination_reason: Some("OOMKilled"),
+            last_exit_code: Some(137),
+        };
+        assert_eq!(classify(&signal).incident_type, T::Unhealthy);
+    }
+
+    #[test]
+    fn pod_status_alone_decides_for_unknown_reasons() {
+        let oom = Signal {
+            reason: "",
+            last_termination_reason: Some("OOMKilled"),
+            ..Signal::default()
+        };
+        assert_eq!(classify(&oom), class(T::OomKilled, High));
+        let crashed = Signal {
+            reason: "Error",
+            last_termination_reason: Some("Error"),
+            last_exit_code: Some(1),
+            ..Signal::default()
+        };
+        assert_eq!(classify(&crashed), class(T::ContainerFailed, Medium));
+        let clean = Signal {
+            reason: "Completed",
+            last_termination_reason: Some("Completed"),
+            last_exit_code: Some(0),
+            ..Signal::default()
+        };
+        assert_eq!(classify(&clean).incident_type, T::Other);
+    }
+
+    #[test]
+    fn status_exit_code_does_not_relabel_known_warnings() {
+        let signal = Signal {
+            reason: "DNSConfigForming",
+            message: "Search Line limits were exceeded, some search paths have been omitted",
+            last_termination_reason: Some("Error"),
+            last_exit_code: Some(1),
+        };
+        assert_eq!(classify(&signal), class(T::Other, Low));
+    }
+
+    #[test]
+    fn image_pull_failures() {
+        for message in [
+            "Error: ErrImagePull",
+            "Error: ImagePullBackOff",
+            "Error: InvalidImageName",
+            "Error: ErrImageNeverPull",
+            "Failed to pull image \"nginx2\": rpc error: code = Unknown desc = failed to pull and unpack image",
+        ] {
+            assert_eq!(
+                event("Failed", message),
+                class(T::ImagePullBackOff, Medium),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            event("BackOff", "Back-off pulling image \"a1pine\""),
+            class(T::ImagePullBackOff, Medium)
+        );
+        assert_eq!(
+            event(
+                "InspectFailed",
+                "Failed to apply default image tag \"Nginx\": couldn't parse image reference"
+            ),
+            class(T::ImagePullBackOff, Medium)
+        );
+    }
+
+    #[test]
+    fn container_config_errors() {
+        for message in [
+            "Error: secret \"pgpassword\" not found",
+            "Error: configmap \"app-config\" not found",
+            "Error: couldn't find key DB_HOST in ConfigMap default/app-config",
+            "Error: CreateContainerConfigError",
+            "Error: container has runAsNonRoot and image will run as root (pod: \"nginx_default(0ea1d573)\", container: nginx)",
+        ] {
+            assert_eq!(
+                event("Failed", message),
+                class(T::CreateContainerConfigError, Medium),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn container_start_errors_are_container_failed() {
+        let message = "Error: failed to start container \"app\": Error response from daemon: OCI runtime create failed";
+        assert_eq!(event("Failed", message), class(T::ContainerFailed, Medium));
+    }
+
+    #[test]
+    fn liveness_is_more_severe_than_readiness() {
+        let liveness = event(
+            "Unhealthy",
+            "Liveness probe failed: HTTP probe failed with statuscode: 500",
+        );
+        let readiness = event(
+            "Unhealthy",
+            "Readiness probe failed: HTTP probe failed with statuscode: 503",
+        );
+        let startup = event(
+            "Unhealthy",
+            "Startup probe failed: HTTP probe failed with statuscode: 500",
+        );
+        assert_eq!(liveness, class(T::Unhealthy, Medium));
+        assert_eq!(readiness, class(T::Unhealthy, Low));
+        assert_eq!(startup, class(T::Unhealthy, Medium));
+        assert!(liveness.severity > readiness.severity);
+        // A readiness probe whose URL mentions "liveness" is still a readiness probe.
+        let tricky = event(
+            "Unhealthy",
+            "Readiness probe failed: Get \"http://10.42.127.4:8080/actuator/health/liveness\": connect: connection refused",
+        );
+        assert_eq!(tricky.severity, Low);
+    }
+
+    #[test]
+    fn aggregated_messages_classify_like_the_original() {
+        let got = event("Unhealthy", "(combined from similar events): Liveness probe failed: ");
+        assert_eq!(got, class(T::Unhealthy, Medium));
+    }
+
+    #[test]
+    fn scheduling_volumes_and_runtime() {
+        assert_eq!(
+            event("FailedScheduling", "0/3 nodes are available: 3 Insufficient cpu."),
+            class(T::FailedScheduling, Medium)
+        );
+        assert_eq!(
+            event(
+                "FailedScheduling",
+                "skip schedule deleting pod: default/client-deployment-85b74f5bb8-d9j6g"
+            ),
+            class(T::FailedScheduling, Low)
+        );
+        assert_eq!(
+            event(
+                "FailedAttachVolume",
+                "Multi-Attach error for volume \"pvc-6ac6\" Volume is already exclusively attached"
+            ),
+            class(T::FailedMount, Medium)
+        );
+        assert_eq!(
+            event(
+                "FailedMount",
+                "MountVolume.SetUp failed for volume \"kube-api-access-br996\" : write /var/lib/kubelet: no space left on device"
+            ),
+            class(T::FailedMount, Critical)
+        );
+        assert_eq!(
+            event(
+                "FailedCreatePodSandBox",
+                "Failed to create pod sandbox: rpc error: failed to setup network for sandbox"
+            ),
+            class(T::FailedCreatePodSandBox, Medium)
+        );
+        assert_eq!(
+            event("FailedKillPod", "error killing pod: failed to \"KillPodSandbox\""),
+            class(T::FailedKillPod, Medium)
+        );
+        assert_eq!(
+            event(
+                "NetworkNotReady",
+                "network is not ready: container runtime network not ready: NetworkReady=false"
+            ),
+            class(T::NetworkNotReady, High)
+        );
+        assert_eq!(
+            event(
+                "Evicted",
+                "The node was low on resource: memory. Threshold quantity: 750Mi, available: 225800Ki."
+            ),
+            class(T::Evicted, High)
+        );
+        assert_eq!(
+            event("Preempting", "Preempted in order to admit critical pod"),
+            class(T::Preempted, Medium)
+        );
+    }
+
+    #[test]
+    fn known_warnings_without_a_class_are_other() {
+        let cases = [
+            (
+                "OutOfcpu",
+                "Node didn't have enough resource: cpu, requested: 500, used: 1775, capacity: 2000",
+                Medium,
+            ),
+            ("OutOfmemory", "Node didn't have enough resource: memory", Medium),
+            (
+                "PolicyViolation",
+                "Rule(s) 'privileged-containers' of policy 'disallow-privileged-containers' failed to apply",
+                Low,
+            ),
+            ("FailedSync", "Error syncing pod", Medium),
+            (
+                "VolumeResizeFailed",
+                "NodeExpandVolume.NodeExpandVolume failed for volume",
+                Medium,
+            ),
+            ("SomethingNew", "a reason this build has never seen", Medium),
+        ];
+        for (reason, message, severity) in cases {
+            assert_eq!(event(reason, message), class(T::Other, severity), "{reason}");
+        }
+    }
+
+    #[test]
+    fn reasons_match_case_insensitively() {
+        assert_eq!(
+            event("backoff", "back-off restarting failed container").incident_type,
+            T::CrashLoopBackOff
+        );
+        assert_eq!(event("OutOfCPU", "").incident_type, T::Other);
+    }
+
+    #[test]
+    fn table_needles_are_lowercase_ascii() {
+        // `contains_ci` compares bytes case-insensitively against the needle as
+        // written, so an uppercase or non-ASCII needle could never match.
+        let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase());
+        for (i, rule) in RULES.iter().enumerate() {
+            let needles: &[&str] = match rule.message {
+                Message::Any => &[],
+                Message::Starts(n) => &[n][..],
+                Message::Has(n) | Message::HasAll(n) => n,
+            };
+            for needle in needles {
+                assert!(
+                    ok(needle),
+                    "rule {i}: needle {needle:?} must be non-empty lowercase ASCII"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_specific_type_is_reachable_from_the_table() {
+        for t in IncidentType::ALL {
+            let reachable = RULES.iter().any(|r| r.incident_type == t);
+            assert!(reachable, "{t} has no rule");
+        }
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for message in [
+            "",
+            "é",
+            "(combined from similar events):",
+            "Back-off 🚀",
+            "\u{0}\u{ffff}",
+        ] {
+            let _ = event("Failed", message);
+            let _ = event(message, message);
+        }
+    }
 }
