@@ -1,1 +1,62 @@
-//! Kubernetes API simulator for podwarn tests.
+//! A Kubernetes API simulator for podwarn's tests and quickstart.
+//!
+//! It speaks the real wire protocol closely enough for `kubectl` and kube-rs: discovery,
+//! core/v1 Events, Pods (with owners and container statuses), Pod logs, Namespaces, Nodes,
+//! apps/v1 and batch/v1 workloads, coordination.k8s.io Leases, SelfSubjectAccessReview;
+//! list with `resourceVersion`, `limit`/`continue` and field/label selectors; watch with
+//! BOOKMARKs, `sendInitialEvents`, resumption and 410 Gone; bearer tokens and TLS.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use podwarn_testkit::{SimConfig, Simulator, Workload};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let sim = Simulator::start(SimConfig::default(), listener).await?;
+//! sim.write_kubeconfig(std::path::Path::new("/tmp/sim.kubeconfig"))?;
+//! let pods = sim.cluster().create(&Workload::deployment("shop", "checkout").replicas(2))?;
+//! let ev = sim.cluster().emit_warning(&pods[0], "BackOff", "Back-off restarting failed container", Some("checkout"))?;
+//! sim.faults().expire_versions();
+//! assert_eq!(sim.cluster().emitted()[0].uid, ev.uid);
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Control endpoint
+//!
+//! Tests in another process script the simulator with JSON under `/_sim` (same bearer token
+//! as the API when one is configured). Every route answers JSON; errors are
+//! `{"error": "..."}` with 400/404/409.
+//!
+//! | Route | Body | Effect |
+//! |---|---|---|
+//! | `GET /_sim/stats` | | resourceVersion, warning occurrences, stored events, scenario progress |
+//! | `POST /_sim/workloads` | [`Workload`] JSON (`kind`: deployment, statefulset, daemonset, job, cronjob, pod) | creates it; returns the [`PodRef`]s |
+//! | `GET /_sim/pods` | | every [`PodRef`] |
+//! | `POST /_sim/events` | `{namespace, pod, warning, reason, message, container?, component?, series?}` | emits (or repeats) a Pod event; returns [`EventRef`] |
+//! | `POST /_sim/events/object` | `{kind, namespace, name, reason, message}` | Warning about a non-Pod object |
+//! | `POST /_sim/events/repeat` | `{uid}` | same Event, count + 1 |
+//! | `POST /_sim/events/delete` | `{uid}` | deletes it (DELETED to watchers) |
+//! | `POST /_sim/events/expire` | | deletes every Event now |
+//! | `POST /_sim/events/ttl` | `{seconds}` | sets the Event TTL |
+//! | `GET /_sim/emitted` | | every [`EmittedRecord`] |
+//! | `POST /_sim/pods/restart` | `{namespace, pod, container?, termination: {"reason":"OOMKilled"} \| {"reason":"Error","exit_code":N}}` | restart without an Event |
+//! | `POST /_sim/pods/waiting` | `{namespace, pod, container?, reason, message}` | container waiting state |
+//! | `POST /_sim/pods/logs` | `{namespace, pod, container?, current, previous?}` | sets logs |
+//! | `POST /_sim/faults/drop-watches` | | [`FaultHandle::drop_all_watches`] |
+//! | `POST /_sim/faults/stall-watches` | `{millis?}` (absent: until cleared) | [`FaultHandle::stall_watches`] |
+//! | `POST /_sim/faults/clear-stall` | | |
+//! | `POST /_sim/faults/fail-requests` | `{status, millis, retry_after_secs?}` | [`FaultHandle::fail_requests`] |
+//! | `POST /_sim/faults/clear-failures` | | |
+//! | `POST /_sim/faults/expire-versions` | | [`FaultHandle::expire_versions`] |
+//! | `POST /_sim/faults/silent-stale-watch` | `{on}` | [`FaultHandle::silent_stale_watch`] |
+//! | `POST /_sim/faults/slow-responses` | `{millis}` | [`FaultHandle::slow_responses`] |
+//! | `POST /_sim/faults/deny` / `allow` | `{verb, resource}` | [`FaultHandle::deny`] / [`FaultHandle::allow`] |
+//! | `POST /_sim/faults/clear` | | every fault off |
+//! | `POST /_sim/scenario` | `{name, seed?, rate?}` | starts a [`Scenario`] |
+//! | `DELETE /_sim/scenario` | | stops it |
+
+mod sim;
+
+pub use sim::{
+    ClusterHandle, ContainerSpec, Denial, EmittedRecord, EventRef, FaultHandle, InClusterEnv, Pacer, PodEvent, PodRef,
+    Scenario, ScenarioStats, SimConfig, SimError, Simulator, Termination, Workload, WorkloadKind,
+};
