@@ -90,13 +90,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let sim = Simulator::start(config, listener).await?;
-    println!("podwarn-sim listening on {}", sim.url());
+    // Everything a client needs exists before the first line is printed, so a caller may
+    // run kubectl as soon as it reads it.
     if let Some(path) = &args.write_kubeconfig {
         sim.write_kubeconfig(path)?;
+    }
+    let in_cluster = match &args.in_cluster_dir {
+        Some(dir) => Some(sim.write_in_cluster_env(dir)?),
+        None => None,
+    };
+    if let Some(scenario) = args.scenario {
+        sim.cluster().start_scenario(scenario, args.seed, args.rate)?;
+    }
+    println!("podwarn-sim listening on {}", sim.url());
+    if let Some(path) = &args.write_kubeconfig {
         println!("kubeconfig written to {}", path.display());
     }
-    if let Some(dir) = &args.in_cluster_dir {
-        let env = sim.write_in_cluster_env(dir)?;
+    if let (Some(dir), Some(env)) = (&args.in_cluster_dir, &in_cluster) {
         println!(
             "in-cluster files in {}: KUBERNETES_SERVICE_HOST={} KUBERNETES_SERVICE_PORT={}",
             dir.display(),
@@ -105,8 +115,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(scenario) = args.scenario {
-        sim.cluster().start_scenario(scenario, args.seed, args.rate)?;
         let rate = args.rate.unwrap_or_else(|| scenario.default_rate());
+        println!("scenario {scenario} (seed {}, {rate} events/s)", args.seed);
         tracing::info!(scenario = %scenario, seed = args.seed, rate, "scenario started");
     }
     shutdown_signal().await;

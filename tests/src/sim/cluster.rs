@@ -303,6 +303,16 @@ impl ClusterHandle {
         }
     }
 
+    /// Sets the pod's `status.phase` (with an optional reason/message such as `Evicted`).
+    pub fn set_pod_phase(&self, pod: &PodRef, phase: &str, reason: Option<&str>, message: Option<&str>) -> Result<()> {
+        self.write(|s| pods::set_phase(s, &pod.namespace, &pod.name, phase, reason, message))
+            .then_some(())
+            .ok_or_else(|| SimError::PodNotFound {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+            })
+    }
+
     /// Sets a container's current log and, optionally, the previous run's log.
     pub fn set_logs(&self, pod: &PodRef, container: &str, current: &str, previous: Option<&str>) {
         self.write(|s| {

@@ -275,3 +275,27 @@ pub(crate) fn set_waiting(
     });
     found
 }
+
+/// Sets `status.phase` (and `status.reason`/`message`, e.g. Failed/Evicted).
+pub(crate) fn set_phase(
+    state: &mut State,
+    ns: &str,
+    name: &str,
+    phase: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> bool {
+    state
+        .modify::<Pod>(ns, name, |pod| {
+            let status = pod.status.get_or_insert_with(Default::default);
+            status.phase = Some(phase.to_string());
+            status.reason = reason.map(str::to_string);
+            status.message = message.map(str::to_string);
+            if phase != "Running" {
+                for cs in status.container_statuses.iter_mut().flatten() {
+                    cs.ready = false;
+                }
+            }
+        })
+        .is_some()
+}
