@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod normalize;
+pub mod units;
 pub mod wire;
 
 pub use classify::{IncidentType, Severity};

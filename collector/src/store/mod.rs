@@ -193,6 +193,9 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> i64 {
     jiff::Timestamp::now().as_microsecond()

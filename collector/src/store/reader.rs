@@ -423,10 +423,17 @@ pub(super) fn incidents(txn: &ReadTransaction, q: &IncidentQuery) -> Result<Page
     let table = txn.open_table(INCIDENTS)?;
     let (hi_ts, hi_id) = upper(q.until_us, q.after);
     let lo_ts = q.since_us.unwrap_or(i64::MIN);
+    let (dim, value) = if let Some(ns) = &q.namespace {
+        (Dim::Namespace, value_hash(ns))
+    } else if let Some((_, name)) = &q.workload {
+        (Dim::Workload, value_hash(name))
+    } else {
+        (Dim::Time, 0)
+    };
     let mut ranges = Vec::with_capacity(ids.len());
     for c in &ids {
-        let lo = incident_key(*c, lo_ts, 0);
-        let hi = incident_key(*c, hi_ts, hi_id);
+        let lo = index_key(dim, *c, value, lo_ts, 0);
+        let hi = index_key(dim, *c, value, hi_ts, hi_id);
         if lo < hi {
             ranges.push(index.range(lo.as_slice()..hi.as_slice())?);
         }

@@ -18,7 +18,7 @@ pub const EVENT_UIDS: TableDefinition<&[u8], u64> = TableDefinition::new("event_
 pub const EVENT_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("event_index");
 /// Incident records by id.
 pub const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
-/// Incidents by `(cluster id, last seen, id)`.
+/// Secondary indexes over incidents, see [`incident_entries`].
 pub const INCIDENT_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("incident_index");
 /// Cluster name → cluster id.
 pub const CLUSTER_IDS: TableDefinition<&str, u32> = TableDefinition::new("cluster_ids");
@@ -232,16 +232,22 @@ pub fn index_entries(rec: &EventRecord, seq: u64) -> impl Iterator<Item = [u8; I
     .map(move |(dim, value)| index_key(dim, c, value, ts, seq))
 }
 
-/// Length of an [`INCIDENT_INDEX`] key.
-pub const INCIDENT_KEY_LEN: usize = 4 + 8 + 8;
-
-/// `[cluster][last_seen][id]`.
-pub fn incident_key(cluster: u32, ts_us: i64, id: u64) -> [u8; INCIDENT_KEY_LEN] {
-    let mut key = [0u8; INCIDENT_KEY_LEN];
-    key[..4].copy_from_slice(&cluster.to_be_bytes());
-    key[4..12].copy_from_slice(&ts_bytes(ts_us));
-    key[12..].copy_from_slice(&id.to_be_bytes());
-    key
+/// Every index entry of one incident: by time, by namespace and by workload
+/// (same key layout as [`EVENT_INDEX`], the incident id in place of the sequence number).
+pub fn incident_entries(
+    rec: &IncidentRecord,
+    id: u64,
+    last_seen_us: i64,
+) -> impl Iterator<Item = [u8; INDEX_KEY_LEN]> + '_ {
+    let c = rec.cluster;
+    [
+        Some((Dim::Time, 0)),
+        Some((Dim::Namespace, value_hash(&rec.namespace))),
+        rec.workload.as_ref().map(|(_, name)| (Dim::Workload, value_hash(name))),
+    ]
+    .into_iter()
+    .flatten()
+    .map(move |(dim, value)| index_key(dim, c, value, last_seen_us, id))
 }
 
 /// The dedup key of an event: `[cluster][uid bytes]`.
@@ -263,7 +269,6 @@ mod tests {
         let c = index_key(Dim::Time, 1, 0, 3, 2);
         assert!(a < b && b < c);
         assert_eq!(position_of(&a), (-5, 9));
-        assert_eq!(position_of(&incident_key(7, 42, 99)), (42, 99));
     }
 
     #[test]

@@ -171,10 +171,13 @@ impl IncidentCache {
         for (id, (rec, indexed)) in self.touched {
             if indexed != Some(rec.last_seen_us) {
                 if let Some(old) = indexed {
-                    t.incident_index.remove(incident_key(rec.cluster, old, id).as_slice())?;
+                    for key in incident_entries(&rec, id, old) {
+                        t.incident_index.remove(key.as_slice())?;
+                    }
                 }
-                t.incident_index
-                    .insert(incident_key(rec.cluster, rec.last_seen_us, id).as_slice(), ())?;
+                for key in incident_entries(&rec, id, rec.last_seen_us) {
+                    t.incident_index.insert(key.as_slice(), ())?;
+                }
             }
             t.incidents.insert(id, encode(&rec).as_slice())?;
         }
@@ -479,15 +482,21 @@ fn retention(t: &mut Tables<'_>, state: &mut State, cutoff_us: i64) -> Result<Re
             rec.events_stored = rec.events_stored.saturating_sub(1);
             out.events += 1;
         }
-        let lo = incident_key(*id, i64::MIN, 0);
-        let hi = incident_key(*id, cutoff_us, 0);
+        let lo = index_key(Dim::Time, *id, 0, i64::MIN, 0);
+        let hi = index_key(Dim::Time, *id, 0, cutoff_us, 0);
         let mut doomed = Vec::new();
         for row in t.incident_index.range(lo.as_slice()..hi.as_slice())? {
-            doomed.push(row?.0.value().to_vec());
+            doomed.push(position_of(row?.0.value()));
         }
-        for key in doomed {
-            t.incident_index.remove(key.as_slice())?;
-            t.incidents.remove(position_of(&key).1)?;
+        for (last_seen, incident) in doomed {
+            let Some(bytes) = t.incidents.remove(incident)? else {
+                continue;
+            };
+            let rec: IncidentRecord = decode(bytes.value())?;
+            drop(bytes);
+            for key in incident_entries(&rec, incident, last_seen) {
+                t.incident_index.remove(key.as_slice())?;
+            }
             out.incidents += 1;
         }
     }
