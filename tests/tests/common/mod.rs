@@ -44,12 +44,15 @@ pub async fn client(env: &Env) -> kube::Client {
 }
 
 pub async fn client_for(path: &Path) -> kube::Client {
+    kube::Client::try_from(config_for(path).await).expect("kube client")
+}
+
+pub async fn config_for(path: &Path) -> kube::Config {
     install_ring();
     let kc = kube::config::Kubeconfig::read_from(path).expect("kubeconfig parses");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+    kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
-        .expect("kube config");
-    kube::Client::try_from(cfg).expect("kube client")
+        .expect("kube config")
 }
 
 /// The kubectl to test with: `$KUBECTL`, else `/usr/bin/kubectl`, else `kubectl` on PATH.
