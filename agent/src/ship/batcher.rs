@@ -1,0 +1,119 @@
+//! The batcher: cuts batches from the event channel by size or interval,
+//! and at shutdown hands everything left to the sender for the spool.
+
+use super::Shared;
+use super::batch::{self, Pending};
+use crate::ops::metrics;
+use podwarn_shared::WarningEvent;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+/// Cuts batches of at most `max_events`, or `interval` after their first event.
+pub(super) struct Batcher<'a> {
+    pub(super) shared: &'a Arc<Shared>,
+    pub(super) max_events: usize,
+    pub(super) interval: Duration,
+    pub(super) tx: mpsc::Sender<Pending>,
+}
+
+impl Batcher<'_> {
+    pub(super) async fn run(self, events: &mut mpsc::Receiver<WarningEvent>, shutdown: &CancellationToken) {
+        let mut pending: Vec<WarningEvent> = Vec::new();
+        let mut started: Option<(Instant, SystemTime)> = None;
+        let mut unsent: Option<Pending> = None;
+        let mut open = true;
+        loop {
+            let deadline = started.map(|(at, _)| at + self.interval);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                event = events.recv(), if open && unsent.is_none() => match event {
+                    Some(event) => {
+                        if pending.is_empty() {
+                            started = Some((Instant::now(), SystemTime::now()));
+                        }
+                        pending.push(event);
+                        if pending.len() >= self.max_events {
+                            unsent = self.cut(&mut pending, &mut started);
+                        }
+                    }
+                    // The watches are gone; ship what we have and wait for shutdown.
+                    None => {
+                        open = false;
+                        unsent = self.cut(&mut pending, &mut started);
+                    }
+                },
+                () = sleep_until_opt(deadline), if unsent.is_none() && deadline.is_some() => {
+                    unsent = self.cut(&mut pending, &mut started);
+                }
+                permit = self.tx.reserve(), if unsent.is_some() => match (permit, unsent.take()) {
+                    (Ok(permit), Some(batch)) => permit.send(batch),
+                    // The sender only stops at shutdown.
+                    (Err(_), batch) => { unsent = batch; break }
+                    (Ok(_), None) => {}
+                },
+            }
+        }
+        // Shutdown: everything left goes to the spool through the sender, in order.
+        events.close();
+        let mut last = unsent.into_iter().collect::<Vec<_>>();
+        while let Some(event) = events.recv().await {
+            if pending.is_empty() {
+                started = Some((Instant::now(), SystemTime::now()));
+            }
+            pending.push(event);
+            if pending.len() >= self.max_events {
+                last.extend(self.cut(&mut pending, &mut started));
+                self.hand_over(&mut last).await;
+            }
+        }
+        last.extend(self.cut(&mut pending, &mut started));
+        self.hand_over(&mut last).await;
+    }
+
+    async fn hand_over(&self, batches: &mut Vec<Pending>) {
+        for batch in batches.drain(..) {
+            if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch).await {
+                // Unreachable while the sender runs; write it ourselves rather than lose it.
+                if let Err(e) = self.shared.spool.push(batch.batch.clone()).await {
+                    error!(batch_events = batch.batch.events, error = %e, "could not spool a batch at shutdown; lost");
+                }
+            }
+        }
+    }
+
+    /// Encodes the accumulated events into a batch.
+    fn cut(&self, pending: &mut Vec<WarningEvent>, started: &mut Option<(Instant, SystemTime)>) -> Option<Pending> {
+        let (_, first_event_at) = started.take()?;
+        let events = std::mem::take(pending);
+        if events.is_empty() {
+            return None;
+        }
+        let n = events.len();
+        match batch::encode(
+            events,
+            first_event_at,
+            &self.shared.version,
+            self.shared.spool.dropped_total(),
+        ) {
+            Ok(batch) => Some(Pending::new(batch, &self.shared.held)),
+            Err(e) => {
+                // Cannot happen with these types; if it does, it is counted, not silent.
+                metrics().events_dropped.inc_by(n as u64);
+                error!(batch_events = n, error = %e, "could not encode a batch; dropped");
+                None
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,127 @@
+//! The drainer: sends the oldest spooled batch until the spool is empty,
+//! backing off while the collector is away, until shutdown.
+
+use super::Shared;
+use super::batch::Pending;
+use super::client::Outcome;
+use super::refusal;
+use crate::spool::SpooledBatch;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Sends spooled batches, oldest first, until shutdown.
+pub(super) async fn drain_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let t = shared.tuning;
+    let builder = ExponentialBuilder::default()
+        .with_min_delay(t.drain_min_delay)
+        .with_max_delay(t.drain_max_delay)
+        .without_max_times()
+        .with_jitter();
+    let mut backoff = builder.build();
+    let mut failures = 0u64;
+    while !shutdown.is_cancelled() {
+        let oldest = match shared.spool.peek_oldest().await {
+            Ok(Some(oldest)) => oldest,
+            Ok(None) => {
+                tokio::select! {
+                    () = shared.wake.notified() => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "cannot read the spool");
+                if !pause(backoff.next().unwrap_or(t.drain_max_delay), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if let Some(until) = shared.gate.until() {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        let SpooledBatch { seq, batch } = oldest;
+        let pending = Pending::new(batch, &shared.held);
+        let outcome = tokio::select! {
+            outcome = shared.collector.send(pending.batch.body.clone()) => outcome,
+            // The batch is still in the spool: nothing to do.
+            () = shutdown.cancelled() => break,
+        };
+        match outcome {
+            Outcome::Stored(counts) => {
+                if failures > 0 {
+                    info!(
+                        failed_attempts = failures,
+                        "collector reachable again; replaying the spool"
+                    );
+                }
+                failures = 0;
+                backoff = builder.build();
+                shared.shipped(&pending.batch, counts);
+                if let Err(e) = shared.spool.remove(seq).await {
+                    // It will be sent again: harmless, the collector dedups.
+                    error!(error = %e, "cannot delete a shipped batch from the spool");
+                }
+            }
+            Outcome::Retry { reason, retry_after } => {
+                // It stays on disk; do not hold a copy through the back-off.
+                drop(pending);
+                failures += 1;
+                let wait = match retry_after {
+                    Some(wait) => {
+                        shared.gate.hold_for(wait);
+                        wait
+                    }
+                    None => backoff.next().unwrap_or(t.drain_max_delay),
+                };
+                if failures == 1 || failures.is_multiple_of(10) {
+                    warn!(
+                        spooled_batches = shared.spool.len_batches(),
+                        spooled_bytes = shared.spool.len_bytes(),
+                        failed_attempts = failures,
+                        retry_in = ?wait,
+                        error = %reason,
+                        "collector unreachable; events wait in the spool"
+                    );
+                } else {
+                    debug!(failed_attempts = failures, retry_in = ?wait, error = %reason, "spool replay failed");
+                }
+                if !pause(wait, &shutdown).await {
+                    break;
+                }
+            }
+            Outcome::Refused { status, code, message } => {
+                if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE
+                    && let Some((a, b)) = shared.split(&pending.batch)
+                {
+                    // Halves first, then the original out: a crash in between only duplicates.
+                    let ok = shared.spool.push(a).await.is_ok() && shared.spool.push(b).await.is_ok();
+                    if ok && shared.spool.remove(seq).await.is_ok() {
+                        continue;
+                    }
+                    error!("cannot replace a too-large batch by its halves in the spool");
+                }
+                shared.count_refused(pending.batch.events, status, &code, &message);
+                if let Err(e) = shared.spool.reject(seq, refusal(status, &code, &message)).await {
+                    error!(error = %e, "cannot move a refused batch aside");
+                    if !pause(t.drain_max_delay, &shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps unless shutdown comes first; returns whether to go on.
+async fn pause(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = shutdown.cancelled() => false,
+    }
+}
