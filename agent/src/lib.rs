@@ -1,1 +1,171 @@
-//! podwarn agent library.
+//! podwarn-agent: watches Pod warnings in one Kubernetes cluster, enriches
+//! and classifies them, and ships them to the collector over mutual TLS,
+//! spooling to disk while the collector is away.
+//!
+//! `main.rs` parses flags and calls [`run`] or [`check::run_checks`];
+//! everything else is here so tests can drive it.
+//!
+//! The pipeline: watches (Events, Pod status) → bounded channel → enrichment
+//! (bounded concurrency) → bounded queue → shipper (batches, mTLS, spool).
+//! Every stage is bounded, so a slow collector pauses the watches instead of
+//! growing memory (invariant 6).
+
+pub mod access;
+pub mod check;
+pub mod config;
+pub mod enrich;
+pub mod ops;
+pub mod podstatus;
+pub mod ship;
+pub mod spool;
+pub mod watch;
+
+use config::{Mode, RunArgs};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Configuration that cannot work; `main` exits with code 64 and this message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Pod lookups and log reads in flight at once.
+const ENRICH_CONCURRENCY: usize = 16;
+/// Distinct event uids remembered to skip re-shipping after a relist.
+const SEEN_CAPACITY: usize = 200_000;
+
+/// Runs the agent until `shutdown` is cancelled, then stops the watches,
+/// lets enrichment finish (bounded by `--drain-timeout`) and flushes what is
+/// pending to the spool.
+pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (Some(collector), Some(cert_dir)) = (args.ship.collector.clone(), args.ship.cert_dir.clone()) else {
+        return Err(ConfigError(
+            "--collector URL and --cert-dir DIR are required (the certificate comes from `podwarn-collector cert issue`)".into(),
+        )
+        .into());
+    };
+    let node = match (args.scope.mode, &args.scope.node_name) {
+        (Mode::Daemonset, None) => {
+            return Err(ConfigError(
+                "--mode daemonset needs --node-name (set NODE_NAME from the downward API: fieldRef spec.nodeName)"
+                    .into(),
+            )
+            .into());
+        }
+        (Mode::Daemonset, Some(node)) => Some(node.clone()),
+        (Mode::Deployment, _) => None,
+    };
+    let access = access::connect(&args.access)
+        .await
+        .map_err(|e| ConfigError(e.to_string()))?;
+    tracing::info!(access = %access.source, "connected to the Kubernetes API");
+    let shipper = ship::Shipper::new(ship::ShipConfig {
+        collector,
+        cert_dir,
+        spool_dir: args.spool_dir.clone(),
+        spool_max_bytes: args.spool_max_bytes,
+        batch_max_events: args.batch_max_events,
+        batch_interval: args.batch_interval,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+    .map_err(|e| ConfigError(e.to_string()))?;
+
+    let readiness = Arc::new(ops::Readiness::default());
+    let ops_listener = tokio::net::TcpListener::bind(args.ops_listen)
+        .await
+        .map_err(|e| ConfigError(format!("--ops-listen {}: {e}", args.ops_listen)))?;
+    println!("podwarn-agent ops on http://{}", ops_listener.local_addr()?);
+    let ops_shutdown = shutdown.clone();
+    let ops_router = ops::router(readiness.clone());
+    tokio::spawn(async move {
+        let served = axum::serve(ops_listener, ops_router)
+            .with_graceful_shutdown(ops_shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "ops server stopped");
+        }
+    });
+
+    let scope = Arc::new(watch::Scope {
+        namespaces: args.scope.namespaces.clone(),
+        excluded: args.scope.exclude_namespaces.iter().cloned().collect::<HashSet<_>>(),
+    });
+    let limiter = Arc::new(access::RateLimiter::new(args.access.api_qps, args.access.api_burst));
+    let enricher = enrich::Enricher::new(
+        access.client.clone(),
+        limiter,
+        enrich::EnrichConfig {
+            log_lines: if args.no_logs { 0 } else { args.log_lines },
+            log_max_bytes: args.log_max_bytes,
+            node: node.clone(),
+            // Until leader election decides who ships Pods without a node, every
+            // agent does: the collector's dedup makes the copies harmless.
+            ships_unscheduled: true,
+        },
+    );
+    let (raw_tx, raw_rx) = mpsc::channel::<enrich::Candidate>(1024);
+    let (events_tx, events_rx) = mpsc::channel(args.queue_capacity.max(1));
+    let watch_token = CancellationToken::new();
+    let ctx = watch::WatchContext {
+        scope: scope.clone(),
+        seen: Arc::new(watch::Seen::new(SEEN_CAPACITY)),
+        out: raw_tx.clone(),
+        stale_after: args.stale_watch_after,
+        shutdown: watch_token.clone(),
+        readiness: readiness.clone(),
+    };
+    let mut watches = tokio::task::JoinSet::new();
+    for (label, api) in scope.apis::<Event>(&access.client) {
+        watches.spawn(watch::watch_events(api, label, ctx.clone()));
+    }
+    for (_, api) in scope.apis::<Pod>(&access.client) {
+        watches.spawn(podstatus::watch_pods(api, node.clone(), enricher.clone(), ctx.clone()));
+    }
+    drop(ctx);
+    drop(raw_tx);
+    let enrich_task = tokio::spawn(async move {
+        tokio_stream::wrappers::ReceiverStream::new(raw_rx)
+            .for_each_concurrent(ENRICH_CONCURRENCY, |candidate| {
+                let enricher = enricher.clone();
+                let events_tx = events_tx.clone();
+                async move {
+                    if let Some(event) = enricher.enrich(candidate).await {
+                        // Closed only when the shipper is gone, i.e. shutting down.
+                        let _ = events_tx.send(event).await;
+                    }
+                }
+            })
+            .await;
+    });
+    let ship_token = CancellationToken::new();
+    let mut ship_task = tokio::spawn(shipper.run(events_rx, ship_token.clone(), readiness.clone()));
+
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        finished = &mut ship_task => {
+            watch_token.cancel();
+            return match finished {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the shipper stopped unexpectedly")),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+    tracing::info!("stopping watches and flushing pending events to the spool");
+    watch_token.cancel();
+    let drain = async {
+        while watches.join_next().await.is_some() {}
+        let _ = enrich_task.await;
+    };
+    if tokio::time::timeout(args.drain_timeout, drain).await.is_err() {
+        tracing::warn!(deadline = ?args.drain_timeout, "enrichment did not finish in time; the relist after restart will bring the rest");
+    }
+    ship_token.cancel();
+    ship_task.await??;
+    tracing::info!("stopped");
+    Ok(())
+}

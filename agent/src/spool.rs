@@ -300,7 +300,8 @@ impl Inner {
                 while bytes + len > self.max_bytes {
                     let Some((seq, value)) = table.pop_first()? else { break };
                     let (seq, value) = (seq.value(), value.value());
-                    let (events, _) = decode_header(seq, value)?;
+                    // A damaged record must not wedge the spool: evict it all the same.
+                    let events = decode_header(seq, value).map_or(0, |(events, _)| events);
                     bytes = bytes.saturating_sub(value.len() as u64);
                     batches = batches.saturating_sub(1);
                     dropped += u64::from(events);

@@ -5,7 +5,7 @@ use super::Shared;
 use super::batch::Pending;
 use super::client::Outcome;
 use super::refusal;
-use crate::spool::SpooledBatch;
+use crate::spool::{SpoolError, SpooledBatch};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,17 @@ pub(super) async fn drain_loop(shared: Arc<Shared>, shutdown: CancellationToken)
                     () = shared.wake.notified() => continue,
                     () = shutdown.cancelled() => break,
                 }
+            }
+            Err(SpoolError::Corrupt { seq }) => {
+                // redb checksums its pages, so this means a record of another layout: it cannot be sent.
+                error!(seq, "damaged spool record; deleting it");
+                if let Err(e) = shared.spool.remove(seq).await {
+                    error!(error = %e, "cannot delete a damaged spool record");
+                    if !pause(t.drain_max_delay, &shutdown).await {
+                        break;
+                    }
+                }
+                continue;
             }
             Err(e) => {
                 error!(error = %e, "cannot read the spool");

@@ -21,6 +21,8 @@ pub(super) async fn send_loop(
     mut rx: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) -> Result<(), ShipError> {
+    let mut lost = 0u64;
+    let mut last_error = None;
     loop {
         let pending = tokio::select! {
             biased;
@@ -40,23 +42,26 @@ pub(super) async fn send_loop(
                 continue;
             }
         }
-        if !shared.spool_until_written(pending, &shutdown).await {
-            break;
+        let events = u64::from(pending.batch.events);
+        match shared.spool_until_written(pending, &shutdown).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                lost += events;
+                last_error = Some(e);
+                break;
+            }
         }
     }
     // Shutdown: the spool takes everything still in memory; the batcher
     // hands over its last batches and then closes the channel.
-    let mut lost = 0u64;
-    let mut last_error = None;
     while let Some(pending) = rx.recv().await {
         let events = u64::from(pending.batch.events);
-        match shared.push(pending).await {
-            Ok(()) => {}
-            Err(e) => {
-                lost += events;
-                error!(batch_events = events, error = %e, "could not spool a batch at shutdown; lost");
-                last_error = Some(e);
-            }
+        if let Err(e) = shared.push(pending).await {
+            metrics().events_dropped.inc_by(events);
+            error!(batch_events = events, error = %e, "could not spool a batch at shutdown; lost");
+            lost += events;
+            last_error = Some(e);
         }
     }
     match last_error {
@@ -220,9 +225,10 @@ impl Shared {
 
     /// Writes a batch to the spool, retrying while the disk refuses (readiness
     /// goes false meanwhile: the batch stays in memory and the event channel
-    /// fills, so the watches pause rather than lose). Returns `false` at
-    /// shutdown, after one last attempt.
-    async fn spool_until_written(&self, pending: Pending, shutdown: &CancellationToken) -> bool {
+    /// fills, so the watches pause rather than lose). Returns whether to go
+    /// on (`false` at shutdown), or the error when the last attempt at
+    /// shutdown failed too (the batch is then lost, and counted as dropped).
+    async fn spool_until_written(&self, pending: Pending, shutdown: &CancellationToken) -> Result<bool, SpoolError> {
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(self.tuning.drain_min_delay)
             .with_max_delay(self.tuning.drain_max_delay)
@@ -235,19 +241,27 @@ impl Shared {
                 Ok(_) => {
                     self.wake.notify_one();
                     self.readiness.shipping.store(true, Ordering::Relaxed);
-                    return !shutdown.is_cancelled();
+                    return Ok(!shutdown.is_cancelled());
                 }
                 Err(e) => {
                     self.readiness.shipping.store(false, Ordering::Relaxed);
                     error!(batch_events = pending.batch.events, error = %e, "cannot write the spool; holding the batch");
                     if shutdown.is_cancelled() {
                         metrics().events_dropped.inc_by(u64::from(pending.batch.events));
-                        return false;
+                        error!(
+                            batch_events = pending.batch.events,
+                            "could not spool a batch at shutdown; lost"
+                        );
+                        return Err(e);
                     }
                     // Perhaps the collector is back: that also gets the batch out of memory.
-                    if let Outcome::Stored(counts) = self.collector.send(pending.batch.body.clone()).await {
+                    let outcome = tokio::select! {
+                        outcome = self.collector.send(pending.batch.body.clone()) => outcome,
+                        () = shutdown.cancelled() => continue,
+                    };
+                    if let Outcome::Stored(counts) = outcome {
                         self.shipped(&pending.batch, counts);
-                        return true;
+                        return Ok(true);
                     }
                     let wait = backoff.next().unwrap_or(self.tuning.drain_max_delay);
                     tokio::select! {

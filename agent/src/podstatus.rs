@@ -1,0 +1,227 @@
+//! Warnings Kubernetes never writes as Events: a container killed for memory
+//! (OOMKilled) or exiting non-zero and restarted produces no Warning event
+//! (kubernetes/kubernetes#69676). The agent watches Pods and turns each such
+//! termination into a warning of its own, with an id stable across relists
+//! and agent restarts, so the collector's dedup applies.
+//!
+//! Per-pod state is a handful of hashes; no Pod object is cached.
+
+use crate::enrich::{Candidate, Enricher};
+use crate::ops::{WatchLabel, metrics};
+use crate::watch::WatchContext;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use podwarn_shared::{IncidentType, Severity, WarningEvent};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The component name pod-status warnings carry in `source`.
+pub const SOURCE: &str = "podwarn-agent/pod-status";
+
+/// A termination worth a warning: OOMKilled, or a non-zero exit.
+fn is_warning(reason: Option<&str>, exit_code: i32) -> bool {
+    reason == Some("OOMKilled") || exit_code != 0
+}
+
+/// The warnings a Pod's status holds: the last termination of every
+/// restarted container, and the current termination of containers that
+/// stopped for good, when they were OOM kills or non-zero exits. Each comes
+/// with its (reason, exit code).
+pub fn terminations(pod: &Pod) -> Vec<(WarningEvent, (String, i32))> {
+    let Some(status) = &pod.status else { return Vec::new() };
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
+    let statuses = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    let mut out = Vec::new();
+    for s in statuses {
+        let previous = s.last_state.as_ref().and_then(|l| l.terminated.as_ref());
+        let current = s.state.as_ref().and_then(|st| st.terminated.as_ref());
+        for (terminated, restarted) in [(previous, true), (current, false)] {
+            let Some(t) = terminated else { continue };
+            if !is_warning(t.reason.as_deref(), t.exit_code) {
+                continue;
+            }
+            let w = warning(&namespace, &name, &pod_uid, s, t, restarted);
+            let termination = (w.reason.clone(), t.exit_code);
+            out.push((w, termination));
+        }
+    }
+    out
+}
+
+fn warning(
+    namespace: &str,
+    pod: &str,
+    pod_uid: &str,
+    s: &ContainerStatus,
+    t: &k8s_openapi::api::core::v1::ContainerStateTerminated,
+    restarted: bool,
+) -> WarningEvent {
+    // One container instance terminates once: its container id names it. Without one
+    // (some runtimes leave it empty), the restart count and finish time do.
+    let instance = match t.container_id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => id.to_owned(),
+        None => format!(
+            "{}/{}",
+            s.restart_count,
+            t.finished_at.as_ref().map(|f| f.0.to_string()).unwrap_or_default()
+        ),
+    };
+    let uid = format!(
+        "podstatus-{:016x}",
+        xxh3_64(format!("{pod_uid}/{}/{instance}", s.name).as_bytes())
+    );
+    let reason = t
+        .reason
+        .clone()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "Error".into());
+    let signal = t.signal.map(|sig| format!(", signal {sig}")).unwrap_or_default();
+    let what = if restarted {
+        format!("; restarted, {} restarts so far", s.restart_count)
+    } else {
+        String::new()
+    };
+    let message = format!(
+        "Container {} terminated: {reason} (exit code {}{signal}){what}",
+        s.name, t.exit_code
+    );
+    let when = t
+        .finished_at
+        .as_ref()
+        .or(t.started_at.as_ref())
+        .map(|f| f.0)
+        .unwrap_or_else(jiff::Timestamp::now);
+    WarningEvent {
+        uid,
+        namespace: namespace.to_owned(),
+        pod: pod.to_owned(),
+        pod_uid: Some(pod_uid.to_owned()).filter(|u| !u.is_empty()),
+        node: None,
+        workload: None,
+        container: Some(s.name.clone()),
+        reason,
+        message,
+        incident_type: IncidentType::Other,
+        severity: Severity::Medium,
+        count: 1,
+        first_seen: when,
+        last_seen: when,
+        source: Some(SOURCE.into()),
+        logs: None,
+    }
+}
+
+/// Runs one Pod watch until `shutdown`, handing each termination warning to
+/// `out` (with the Pod's facts already known, so enrichment needs no lookup).
+/// In DaemonSet mode `node` restricts the watch server-side to this node.
+pub async fn watch_pods(api: Api<Pod>, node: Option<String>, enricher: Enricher, ctx: WatchContext) {
+    let WatchContext {
+        scope,
+        seen,
+        out,
+        stale_after,
+        shutdown,
+        readiness,
+    } = ctx;
+    let watch = WatchLabel { watch: "pods" };
+    loop {
+        metrics().watch_restarts.get_or_create(&watch).inc();
+        let mut config = watcher::Config::default();
+        if let Some(node) = &node {
+            config = config.fields(&format!("spec.nodeName={node}"));
+        }
+        let mut stream = watcher(api.clone(), config).default_backoff().boxed();
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = tokio::time::timeout(stale_after, stream.next()) => next,
+            };
+            let pod = match next {
+                Err(_) => {
+                    metrics().stale_watches.get_or_create(&watch).inc();
+                    tracing::warn!(silent_for = ?stale_after, "pod watch silent; relisting");
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "pod watch error; retrying");
+                    continue;
+                }
+                Ok(Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)))) => pod,
+                Ok(Some(Ok(watcher::Event::InitDone))) => {
+                    readiness.watching.store(true, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+                Ok(Some(Ok(_))) => continue,
+            };
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+            if !scope.covers(namespace) {
+                continue;
+            }
+            let fresh: Vec<(WarningEvent, (String, i32))> = terminations(&pod)
+                .into_iter()
+                .filter(|(w, _)| seen.is_new(&w.uid, w.count))
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            let info = enricher.pod_info(&pod).await;
+            for (event, termination) in fresh {
+                metrics().events_seen.inc();
+                let candidate = Candidate {
+                    event,
+                    pod: Some(info.clone()),
+                    termination: Some(termination),
+                };
+                if out.send(candidate).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(statuses: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "api-1", "namespace": "shop", "uid": "pod-uid-1"},
+            "status": {"containerStatuses": statuses}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn oom_kill_and_non_zero_exit_become_warnings_with_stable_ids() {
+        let p = pod(serde_json::json!([
+            {"name": "app", "restartCount": 3, "ready": true, "image": "i", "imageID": "",
+             "state": {"running": {"startedAt": "2026-11-22T10:00:10Z"}},
+             "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "containerID": "containerd://abc",
+                                          "finishedAt": "2026-11-22T10:00:05Z"}}},
+            {"name": "sidecar", "restartCount": 1, "ready": true, "image": "i", "imageID": "",
+             "lastState": {"terminated": {"exitCode": 0, "reason": "Completed", "containerID": "containerd://def"}}},
+            {"name": "job", "restartCount": 0, "ready": false, "image": "i", "imageID": "",
+             "state": {"terminated": {"exitCode": 2, "reason": "Error", "containerID": "containerd://ghi"}}}
+        ]));
+        let warnings: Vec<WarningEvent> = terminations(&p).into_iter().map(|(w, _)| w).collect();
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert_eq!(warnings[0].reason, "OOMKilled");
+        assert_eq!(warnings[0].container.as_deref(), Some("app"));
+        assert_eq!(warnings[0].last_seen.to_string(), "2026-11-22T10:00:05Z");
+        assert!(warnings[0].message.contains("exit code 137"));
+        assert_eq!(warnings[1].reason, "Error");
+        // The same status seen again (relist, agent restart) gives the same ids.
+        assert_eq!(terminations(&p)[0].0.uid, warnings[0].uid);
+        assert_ne!(warnings[0].uid, warnings[1].uid);
+        assert!(warnings.iter().all(|w| w.validate().is_ok()));
+    }
+}

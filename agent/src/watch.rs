@@ -1,0 +1,333 @@
+//! Watching core/v1 Events: server-side filtered to Pod warnings, one watch
+//! per selected namespace (or one for all), through kube-runtime's watcher
+//! (relist on 410, reconnect with backoff), plus a guard against watches
+//! that go silent without a 410 (kubernetes/kubernetes#104171).
+
+use crate::enrich::Candidate;
+use crate::ops::{Readiness, WatchLabel, metrics};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Event;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use podwarn_shared::{IncidentType, Severity, WarningEvent};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The server-side filter: only Warning events about Pods cross the wire.
+pub const EVENT_FIELD_SELECTOR: &str = "type=Warning,involvedObject.kind=Pod";
+
+/// Which namespaces the agent covers.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Watch only these; empty means all.
+    pub namespaces: Vec<String>,
+    /// Never ship these.
+    pub excluded: HashSet<String>,
+}
+
+impl Scope {
+    /// Whether warnings of `namespace` are shipped.
+    pub fn covers(&self, namespace: &str) -> bool {
+        !self.excluded.contains(namespace)
+            && (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
+    }
+
+    /// One API per watch: each selected namespace, or all namespaces.
+    pub fn apis<K>(&self, client: &kube::Client) -> Vec<(String, Api<K>)>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        if self.namespaces.is_empty() {
+            vec![("*".to_owned(), Api::all(client.clone()))]
+        } else {
+            self.namespaces
+                .iter()
+                .map(|ns| (ns.clone(), Api::namespaced(client.clone(), ns)))
+                .collect()
+        }
+    }
+}
+
+/// Remembers the highest count handed on per event uid, so a relist does not
+/// ship again what this process already shipped or spooled. Bounded: when
+/// full it forgets everything, which costs at most one round of duplicates
+/// (the collector absorbs them).
+#[derive(Debug)]
+pub struct Seen {
+    counts: Mutex<HashMap<u64, u32>>,
+    capacity: usize,
+}
+
+impl Seen {
+    /// An empty cache of at most `capacity` uids.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            counts: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// Whether (uid, count) is new; records it if so.
+    pub fn is_new(&self, uid: &str, count: u32) -> bool {
+        let key = xxh3_64(uid.as_bytes());
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        match counts.get(&key) {
+            Some(seen) if *seen >= count => false,
+            _ => {
+                if counts.len() >= self.capacity {
+                    counts.clear();
+                }
+                counts.insert(key, count);
+                true
+            }
+        }
+    }
+}
+
+/// Turns a core/v1 Event into a candidate warning, or `None` when it is not
+/// a Pod warning (the server filters, this is the belt to those braces).
+///
+/// Occurrences are `count` for legacy recorders and `series.count` for
+/// events.k8s.io recorders (the scheduler), whose legacy timestamps are empty:
+/// times then come from `eventTime` and `series.lastObservedTime`.
+pub fn candidate(ev: &Event) -> Option<Candidate> {
+    if ev.type_.as_deref() != Some("Warning") || ev.involved_object.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    let uid = ev.metadata.uid.clone()?;
+    let namespace = ev
+        .involved_object
+        .namespace
+        .clone()
+        .or_else(|| ev.metadata.namespace.clone())?;
+    let pod = ev.involved_object.name.clone()?;
+    let count = ev
+        .series
+        .as_ref()
+        .and_then(|s| s.count)
+        .into_iter()
+        .chain(ev.count)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let first = ev
+        .first_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| ev.event_time.as_ref().map(|t| t.0))
+        .or_else(|| ev.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or_else(jiff::Timestamp::now);
+    let last = ev
+        .last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .into_iter()
+        .chain(
+            ev.series
+                .as_ref()
+                .and_then(|s| s.last_observed_time.as_ref())
+                .map(|t| t.0),
+        )
+        .chain(ev.event_time.as_ref().map(|t| t.0))
+        .max()
+        .unwrap_or(first);
+    let source = ev
+        .source
+        .as_ref()
+        .and_then(|s| s.component.clone())
+        .filter(|c| !c.is_empty())
+        .or_else(|| ev.reporting_component.clone().filter(|c| !c.is_empty()));
+    // Kubelet events name the node they come from; enrichment may know better.
+    let node = ev
+        .source
+        .as_ref()
+        .and_then(|s| s.host.clone())
+        .filter(|h| !h.is_empty());
+    Some(Candidate {
+        event: WarningEvent {
+            uid,
+            namespace,
+            pod,
+            pod_uid: ev.involved_object.uid.clone(),
+            node,
+            workload: None,
+            container: ev
+                .involved_object
+                .field_path
+                .as_deref()
+                .and_then(container_of_field_path),
+            reason: ev.reason.clone().unwrap_or_else(|| "Unknown".into()),
+            message: ev.message.clone().unwrap_or_default(),
+            incident_type: IncidentType::Other,
+            severity: Severity::Medium,
+            count: u32::try_from(count).unwrap_or(1),
+            first_seen: first.min(last),
+            last_seen: last.max(first),
+            source,
+            logs: None,
+        },
+        pod: None,
+        termination: None,
+    })
+}
+
+/// `spec.containers{app}` → `app` (also `spec.initContainers{…}`, `spec.ephemeralContainers{…}`).
+pub fn container_of_field_path(path: &str) -> Option<String> {
+    let (_, rest) = path.split_once('{')?;
+    let name = rest.strip_suffix('}')?;
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// What every watch task shares.
+#[derive(Debug, Clone)]
+pub struct WatchContext {
+    /// Which namespaces are shipped.
+    pub scope: Arc<Scope>,
+    /// What was already handed on.
+    pub seen: Arc<Seen>,
+    /// Where candidates go.
+    pub out: mpsc::Sender<Candidate>,
+    /// Silence after which a watch is relisted.
+    pub stale_after: Duration,
+    /// Stops the watches.
+    pub shutdown: CancellationToken,
+    /// Set once a watch has listed.
+    pub readiness: Arc<Readiness>,
+}
+
+/// Runs one Event watch until `ctx.shutdown`, handing each new Pod warning to `ctx.out`.
+///
+/// A watch that yields nothing for `stale_after` is restarted from a fresh
+/// list: kube-runtime's watcher consumes bookmarks itself, so silence is the
+/// signal; the relist is cheap because [`Seen`] keeps it from re-shipping.
+pub async fn watch_events(api: Api<Event>, label: String, ctx: WatchContext) {
+    let WatchContext {
+        scope,
+        seen,
+        out,
+        stale_after,
+        shutdown,
+        readiness,
+    } = ctx;
+    let watch = WatchLabel { watch: "events" };
+    loop {
+        metrics().watch_restarts.get_or_create(&watch).inc();
+        let config = watcher::Config::default().fields(EVENT_FIELD_SELECTOR);
+        let mut stream = watcher(api.clone(), config).default_backoff().boxed();
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = tokio::time::timeout(stale_after, stream.next()) => next,
+            };
+            match next {
+                Err(_) => {
+                    metrics().stale_watches.get_or_create(&watch).inc();
+                    tracing::warn!(namespace = %label, silent_for = ?stale_after, "event watch silent; relisting");
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    // The watcher retries with backoff by itself; say why it is retrying.
+                    tracing::warn!(namespace = %label, error = %e, "event watch error; retrying");
+                }
+                Ok(Some(Ok(watcher::Event::Apply(ev) | watcher::Event::InitApply(ev)))) => {
+                    let Some(c) = candidate(&ev) else { continue };
+                    if !scope.covers(&c.event.namespace) || !seen.is_new(&c.event.uid, c.event.count) {
+                        continue;
+                    }
+                    metrics().events_seen.inc();
+                    if out.send(c).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(Ok(watcher::Event::InitDone))) => {
+                    readiness.watching.store(true, Ordering::Relaxed);
+                }
+                Ok(Some(Ok(watcher::Event::Init | watcher::Event::Delete(_)))) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: serde_json::Value) -> Event {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn legacy_and_series_events_both_give_count_and_times() {
+        let legacy = event(serde_json::json!({
+            "metadata": {"name": "a.1", "namespace": "shop", "uid": "u1"},
+            "involvedObject": {"kind": "Pod", "name": "api-1", "namespace": "shop", "uid": "p1", "fieldPath": "spec.containers{app}"},
+            "reason": "BackOff", "message": "Back-off restarting failed container", "type": "Warning",
+            "count": 7, "firstTimestamp": "2026-11-22T10:00:00Z", "lastTimestamp": "2026-11-22T10:05:00Z",
+            "source": {"component": "kubelet", "host": "node-a"}
+        }));
+        let c = candidate(&legacy).unwrap().event;
+        assert_eq!(
+            (c.count, c.container.as_deref(), c.node.as_deref()),
+            (7, Some("app"), Some("node-a"))
+        );
+        assert_eq!(c.last_seen.to_string(), "2026-11-22T10:05:00Z");
+
+        let series = event(serde_json::json!({
+            "metadata": {"name": "b.1", "namespace": "shop", "uid": "u2"},
+            "involvedObject": {"kind": "Pod", "name": "api-2", "namespace": "shop"},
+            "reason": "FailedScheduling", "message": "0/3 nodes are available", "type": "Warning",
+            "eventTime": "2026-11-22T10:00:00.000000Z", "reportingComponent": "default-scheduler",
+            "series": {"count": 12, "lastObservedTime": "2026-11-22T10:30:00.000000Z"}
+        }));
+        let c = candidate(&series).unwrap().event;
+        assert_eq!(c.count, 12);
+        assert_eq!(c.first_seen.to_string(), "2026-11-22T10:00:00Z");
+        assert_eq!(c.last_seen.to_string(), "2026-11-22T10:30:00Z");
+        assert_eq!(c.source.as_deref(), Some("default-scheduler"));
+
+        let normal = event(serde_json::json!({
+            "metadata": {"uid": "u3"}, "involvedObject": {"kind": "Pod", "name": "x", "namespace": "n"}, "type": "Normal"
+        }));
+        assert!(candidate(&normal).is_none());
+        let node = event(serde_json::json!({
+            "metadata": {"uid": "u4"}, "involvedObject": {"kind": "Node", "name": "n1"}, "type": "Warning"
+        }));
+        assert!(candidate(&node).is_none());
+    }
+
+    #[test]
+    fn seen_passes_only_growth_and_stays_bounded() {
+        let seen = Seen::new(3);
+        assert!(seen.is_new("a", 1));
+        assert!(!seen.is_new("a", 1));
+        assert!(seen.is_new("a", 2));
+        assert!(!seen.is_new("a", 1));
+        for uid in ["b", "c", "d", "e"] {
+            assert!(seen.is_new(uid, 1));
+        }
+        assert!(seen.counts.lock().unwrap().len() <= 3);
+    }
+
+    #[test]
+    fn scope_keeps_every_listed_namespace_and_drops_excluded_ones() {
+        let scope = Scope {
+            namespaces: vec!["a".into(), "b".into()],
+            excluded: HashSet::from(["b".to_owned()]),
+        };
+        assert!(scope.covers("a"));
+        assert!(!scope.covers("b"));
+        assert!(!scope.covers("c"));
+        let all = Scope {
+            namespaces: vec![],
+            excluded: HashSet::from(["kube-system".to_owned()]),
+        };
+        assert!(all.covers("anything") && !all.covers("kube-system"));
+    }
+}
