@@ -161,7 +161,11 @@ impl WarningEvent {
             non_empty("workload.kind", &w.kind)?;
             non_empty("workload.name", &w.name)?;
             if w.kind.len() > REASON {
-                return Err(InvalidEvent::TooLong { field: "workload.kind", len: w.kind.len(), max: REASON });
+                return Err(InvalidEvent::TooLong {
+                    field: "workload.kind",
+                    len: w.kind.len(),
+                    max: REASON,
+                });
             }
         }
         if self.count == 0 {
@@ -172,7 +176,11 @@ impl WarningEvent {
 }
 
 fn non_empty(field: &'static str, value: &str) -> Result<(), InvalidEvent> {
-    if value.is_empty() { Err(InvalidEvent::Empty { field }) } else { Ok(()) }
+    if value.is_empty() {
+        Err(InvalidEvent::Empty { field })
+    } else {
+        Ok(())
+    }
 }
 
 /// The answer to a stored batch (HTTP 200).
