@@ -304,6 +304,7 @@ pub(crate) fn explain_error(err: &reqwest::Error, url: &reqwest::Url) -> String 
         cause = e.source();
     }
     use rustls::CertificateError as C;
+    use std::io::ErrorKind;
     if let Some(tls) = tls {
         return match tls {
             rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => format!(
@@ -339,7 +340,25 @@ pub(crate) fn explain_error(err: &reqwest::Error, url: &reqwest::Url) -> String 
              issued it. Issue a new one (`podwarn-collector cert issue`) or enroll again"
         );
     }
-    if io_kind == Some(std::io::ErrorKind::ConnectionRefused) {
+    // The same refusal, when the stream broke before the alert could be read.
+    let cut = matches!(
+        io_kind,
+        Some(
+            ErrorKind::BrokenPipe
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::UnexpectedEof
+        )
+    ) || chain.contains("broken pipe")
+        || chain.contains("connection closed");
+    if cut && !err.is_connect() && !err.is_timeout() {
+        return format!(
+            "the collector at {host}:{port} closed the connection right after the TLS handshake ({chain}). That is \
+             how it refuses a client certificate it did not issue, or one that expired: issue a new one \
+             (`podwarn-collector cert issue`) or enroll again. If the certificate is fine, see the collector's log"
+        );
+    }
+    if io_kind == Some(ErrorKind::ConnectionRefused) {
         return format!(
             "connection refused by {host}:{port}: is the collector running (`podwarn-collector serve`)? Are the URL \
              and port in --collector right? In Kubernetes, check the collector's Service and that no NetworkPolicy \
@@ -406,6 +425,7 @@ pub(crate) async fn probe(collector: &str, cert_dir: &Path, timeouts: Timeouts) 
         200 => {
             let validity = not_after.map_or_else(|| "validity unknown".into(), |t| format!("valid until {t}"));
             let who = agent.map_or_else(String::new, |a| format!(", {a}"));
+            let url = collector.trim().trim_end_matches('/');
             Ok(format!("collector reachable at {url} (certificate {validity}{who})"))
         }
         401 => Err(format!(

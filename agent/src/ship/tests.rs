@@ -484,8 +484,9 @@ async fn probe_explains_each_failure_with_its_fix() {
     let err = probe_collector(&collector.url(), other.cert_dir.path())
         .await
         .expect_err("foreign client cert");
+    // Read as an alert or as a cut connection, depending on timing: both name the fix.
     assert!(
-        err.contains("refused this agent's client certificate") && err.contains("cert issue"),
+        err.contains("client certificate") && err.contains("cert issue"),
         "{err}"
     );
 
