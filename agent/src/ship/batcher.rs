@@ -80,6 +80,7 @@ impl Batcher<'_> {
             if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch).await {
                 // Unreachable while the sender runs; write it ourselves rather than lose it.
                 if let Err(e) = self.shared.spool.push(batch.batch.clone()).await {
+                    metrics().events_dropped.inc_by(u64::from(batch.batch.events));
                     error!(batch_events = batch.batch.events, error = %e, "could not spool a batch at shutdown; lost");
                 }
             }

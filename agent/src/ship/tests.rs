@@ -159,10 +159,11 @@ async fn events_arrive_exactly_as_sent() {
         let agent = b.agent.as_ref().expect("agent info");
         assert_eq!((agent.version.as_str(), agent.dropped_total), ("test-1", 0));
     }
-    assert!(
-        collector.attempts().iter().all(|a| a.client_cert),
-        "mutual TLS on every request"
-    );
+    for a in collector.attempts() {
+        assert!(a.client_cert, "mutual TLS on every request");
+        assert_eq!(a.encoding.as_deref(), Some("zstd"));
+        assert_eq!(a.content_type.as_deref(), Some("application/json"));
+    }
 }
 
 #[tokio::test]

@@ -141,6 +141,9 @@ pub(super) struct Attempt {
     pub(super) status: u16,
     pub(super) events: usize,
     pub(super) client_cert: bool,
+    /// `Content-Encoding` and `Content-Type` as sent.
+    pub(super) encoding: Option<String>,
+    pub(super) content_type: Option<String>,
 }
 
 #[derive(Default)]
@@ -247,6 +250,8 @@ async fn ingest(
             status,
             events: batch.events.len(),
             client_cert,
+            encoding: header_text(&headers, header::CONTENT_ENCODING),
+            content_type: header_text(&headers, header::CONTENT_TYPE),
         });
     };
     match step {
@@ -271,6 +276,10 @@ async fn ingest(
             failure(503, None)
         }
     }
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 fn failure(status: u16, retry_after: Option<u64>) -> Response {
