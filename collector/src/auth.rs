@@ -1,8 +1,9 @@
-//! Who is calling the query API: bearer tokens.
+//! Who is calling the query and admin API: bearer tokens.
 //!
 //! The bootstrap admin token (`DATA_DIR/admin.token`) may do everything and
-//! see every tenant. Tokens are compared by SHA-256 digest in constant time,
-//! and never logged.
+//! see every tenant. API keys (`pwk_…`, `apikey create`) carry a role (read or
+//! admin) and optionally a tenant they are confined to. Tokens and keys are
+//! compared by SHA-256 digest in constant time, and never logged.
 
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -13,18 +14,66 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use subtle::ConstantTimeEq;
 
-/// An authenticated caller of the query API.
+pub use crate::store::schema::KeyRole as Role;
+
+/// An authenticated caller of the query and admin API.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The tenant the caller is confined to; `None` sees every tenant.
     pub tenant: Option<String>,
+    /// What the caller may do.
+    pub role: Role,
+    /// Who it is, for the audit log: `admin-token`, `apikey:<id>`, `local-cli`.
+    pub actor: String,
 }
 
 impl Caller {
+    /// The operator at the collector's console (holds the data directory).
+    pub fn local() -> Self {
+        Self {
+            tenant: None,
+            role: Role::Admin,
+            actor: "local-cli".into(),
+        }
+    }
+
     /// Whether the caller may see data of `tenant`.
     pub fn may_see(&self, tenant: &str) -> bool {
         self.tenant.as_deref().is_none_or(|t| t == tenant)
     }
+
+    /// 403 `forbidden` unless the caller holds an admin role.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Read => Err(ApiError::forbidden(
+                "forbidden",
+                "this endpoint needs an admin key; the bearer key has the read role",
+            )),
+        }
+    }
+
+    /// The tenant an admin action applies to: the one asked for, which a
+    /// tenant-scoped caller may only ask for its own (its tenant by default).
+    pub fn tenant_for(&self, requested: Option<String>) -> Result<Option<String>, ApiError> {
+        match (&self.tenant, requested) {
+            (None, requested) => Ok(requested),
+            (Some(own), None) => Ok(Some(own.clone())),
+            (Some(own), Some(asked)) if *own == asked => Ok(Some(asked)),
+            (Some(_), Some(_)) => Err(ApiError::forbidden(
+                "forbidden",
+                "this key administers only its own tenant",
+            )),
+        }
+    }
+}
+
+/// Length of an API key id (hex digits of the key's SHA-256).
+const API_KEY_ID_LEN: usize = 12;
+
+/// The public id of an API key: the first hex digits of its SHA-256.
+pub fn api_key_id(digest: &[u8; 32]) -> String {
+    hex::encode(digest)[..API_KEY_ID_LEN].to_owned()
 }
 
 /// The SHA-256 digest of a token.
@@ -50,13 +99,34 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("unauthorized", "the Authorization header must be `Bearer <token>`")
             })?;
-        if bool::from(digest(token).ct_eq(&state.admin_token_digest)) {
-            return Ok(Caller { tenant: None });
+        let presented = digest(token);
+        if bool::from(presented.ct_eq(&state.admin_token_digest)) {
+            return Ok(Caller {
+                tenant: None,
+                role: Role::Admin,
+                actor: "admin-token".into(),
+            });
         }
-        Err(ApiError::unauthorized(
-            "invalid_token",
-            "the bearer token is not valid for this collector",
-        ))
+        let invalid = || {
+            ApiError::unauthorized(
+                "invalid_token",
+                "the bearer token is not valid for this collector (unknown or revoked)",
+            )
+        };
+        if !token.starts_with("pwk_") {
+            return Err(invalid());
+        }
+        let id = api_key_id(&presented);
+        // Read per request, so a revoked key stops working at once.
+        let key = state.store.api_key(id.clone()).await.map_err(ApiError::from)?;
+        match key {
+            Some(key) if bool::from(key.key_sha256.ct_eq(&presented)) && key.revoked_us.is_none() => Ok(Caller {
+                tenant: key.tenant,
+                role: key.role,
+                actor: format!("apikey:{id}"),
+            }),
+            _ => Err(invalid()),
+        }
     }
 }
 

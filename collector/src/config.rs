@@ -35,6 +35,125 @@ pub enum Command {
     /// Agent client certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Enrollment tokens agents join with.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Enrolled agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// API keys for the query and admin API.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once) with the CA pin and the agent install commands.
+    Create(TokenCreateArgs),
+    /// List tokens (never their secrets).
+    List(DataDirArg),
+    /// Revoke a token: agents can no longer enroll with it.
+    Revoke(IdArgs),
+}
+
+/// `agent` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// List agents: cluster, id, tenant, last seen, version, certificate expiry, revoked.
+    List(DataDirArg),
+    /// Revoke an agent: refused from its very next request on.
+    Revoke(IdArgs),
+}
+
+/// `cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Revoke every agent and token of a cluster; `--purge` also deletes its data.
+    Remove(ClusterRemoveArgs),
+}
+
+/// `apikey` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create an API key and print it (once).
+    Create(ApikeyCreateArgs),
+    /// List API keys (never the keys themselves).
+    List(DataDirArg),
+    /// Revoke an API key.
+    Revoke(IdArgs),
+}
+
+/// An object id on a data directory.
+#[derive(Debug, Clone, Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// The id, as `list` shows it.
+    pub id: String,
+}
+
+/// `token create` flags.
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// The cluster agents enrolling with this token are bound to.
+    #[arg(long, env = "PODWARN_CLUSTER")]
+    pub cluster: String,
+    /// The tenant the cluster belongs to.
+    #[arg(long, env = "PODWARN_TENANT", default_value = "default")]
+    pub tenant: String,
+    /// How long the token can be used (e.g. 24h).
+    #[arg(long, env = "PODWARN_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// How many enrollments it allows (default: any number until it expires).
+    #[arg(long, env = "PODWARN_TOKEN_USES")]
+    pub uses: Option<u64>,
+    /// The URL agents reach the collector at, for the printed commands
+    /// (default: the running server's, else a placeholder).
+    #[arg(long, env = "PODWARN_COLLECTOR_URL")]
+    pub collector_url: Option<String>,
+    /// Namespace of the printed Kubernetes Secret.
+    #[arg(long, default_value = "podwarn")]
+    pub namespace: String,
+}
+
+/// `cluster remove` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterRemoveArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// The cluster.
+    pub name: String,
+    /// Also delete its events, incidents and dedup keys.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+/// Role of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Query endpoints only.
+    Read,
+    /// Query and admin endpoints.
+    Admin,
+}
+
+/// `apikey create` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ApikeyCreateArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// The tenant the key is confined to (default: every tenant).
+    #[arg(long, env = "PODWARN_TENANT")]
+    pub tenant: Option<String>,
+    /// What the key may do.
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
 }
 
 /// `cert` subcommands.
@@ -79,6 +198,12 @@ pub struct ServeArgs {
     /// How long after its last occurrence an incident counts as active.
     #[arg(long, env = "PODWARN_ACTIVE_WINDOW", default_value = "30m", value_parser = parse_duration)]
     pub active_window: Duration,
+    /// Lifetime of agent certificates issued by enrollment and renewal (1m to 366d).
+    #[arg(long, env = "PODWARN_CERT_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub cert_ttl: Duration,
+    /// Failed enrollment attempts allowed per source address and minute; more get 429.
+    #[arg(long, env = "PODWARN_ENROLL_FAILURES_PER_MINUTE", default_value_t = 10)]
+    pub enroll_failures_per_minute: u32,
     /// How long shutdown waits for open requests to finish.
     #[arg(long, env = "PODWARN_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -101,6 +226,9 @@ pub struct CertIssueArgs {
     /// Folder to write tls.crt, tls.key and ca.crt into (created if missing).
     #[arg(long, value_name = "OUTDIR")]
     pub out: PathBuf,
+    /// Tests only: allow lifetimes down to 1 s (offline issuing only).
+    #[arg(long, hide = true)]
+    pub insecure_short_ttl: bool,
 }
 
 #[cfg(test)]

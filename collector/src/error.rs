@@ -2,6 +2,7 @@
 //! shape `{"error": {"code", "message"}}`. Internal causes are logged, never
 //! sent.
 
+use crate::store::{Refusal, StoreError};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What is wrong and what to do.
     pub message: String,
+    /// Seconds to send in `Retry-After` (503 and 429 answers default to 2).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -25,6 +28,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// 429: too many failed attempts from this source; retry after `seconds`.
+    pub fn too_many(message: impl Into<String>, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
         }
     }
     /// 400 with a code.
@@ -75,10 +86,57 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            let seconds = HeaderValue::from(self.retry_after.unwrap_or(2));
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
         }
         response
     }
+}
+
+impl From<StoreError> for ApiError {
+    /// Maps store refusals to their documented answers; storage failures are
+    /// logged and answered without details.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused(refusal) => {
+                let message = refusal.to_string();
+                match refusal {
+                    Refusal::TokenInvalid => Self::unauthorized("token_invalid", message),
+                    Refusal::TokenExpired => Self::forbidden("token_expired", message),
+                    Refusal::TokenUsedUp => Self::forbidden("token_used_up", message),
+                    Refusal::TokenRevoked => Self::forbidden("token_revoked", message),
+                    Refusal::NotFound { .. } => Self::not_found(message),
+                    Refusal::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+                }
+            }
+            StoreError::AgentRefused(message) => Self::forbidden("agent_refused", message),
+            StoreError::Corrupt(e) => {
+                tracing::error!(error = %e, "store record unreadable");
+                Self::internal()
+            }
+            e => {
+                tracing::warn!(error = %e, "store request failed");
+                Self::unavailable("the store cannot take this request right now and nothing was changed; retry later")
+            }
+        }
+    }
+}
+
+/// Parses a JSON request body: `invalid_json` for bad syntax, `invalid_body`
+/// (starting with the field path) for the wrong shape.
+pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {inner}"))
+            }
+            _ => ApiError::bad_request("invalid_body", format!("{path}: {inner}")),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("trailing data after the JSON body: {e}")))?;
+    Ok(value)
 }

@@ -128,7 +128,8 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     }
 }
 
-async fn read_limited(body: Body, max: u64) -> Result<Bytes, ApiError> {
+/// Reads a request body of at most `max` bytes (413 `payload_too_large` beyond).
+pub(crate) async fn read_limited(body: Body, max: u64) -> Result<Bytes, ApiError> {
     match Limited::new(body, max as usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(format!(

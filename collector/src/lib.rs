@@ -5,6 +5,8 @@
 //! `main.rs` parses flags and calls [`serve`] or [`cli`]; everything else is
 //! here so tests can drive it.
 
+pub mod admin;
+pub mod admin_api;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -15,9 +17,11 @@ pub mod ingest;
 pub mod names;
 pub mod ops;
 pub mod query;
+pub mod ratelimit;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod token;
 
 use anyhow::Context;
 use config::ServeArgs;
@@ -48,6 +52,9 @@ pub fn serve_info_path(data_dir: &Path) -> PathBuf {
 /// Runs the collector until `shutdown` resolves.
 pub async fn serve(args: ServeArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let dir = &args.data.data_dir;
+    if args.cert_ttl < enroll::MIN_CERT_TTL || args.cert_ttl > enroll::MAX_CERT_TTL {
+        anyhow::bail!("--cert-ttl must be between 1m and 366d");
+    }
     create_private_dir(dir)?;
     let store = store::Store::open(&store_path(dir)).map_err(|e| match e {
         store::StoreError::Locked(_) => anyhow::anyhow!(
@@ -91,7 +98,12 @@ pub async fn serve(args: ServeArgs, shutdown: impl std::future::Future<Output = 
             max_body: args.max_body,
             max_decoded_body: args.max_decoded_body,
             active_window: args.active_window,
+            cert_ttl: args.cert_ttl,
         }),
+        limiter: Arc::new(ratelimit::FailureLimiter::new(
+            args.enroll_failures_per_minute,
+            Duration::from_secs(60),
+        )),
     };
     let retention = tokio::spawn(retention_loop(store.clone(), args.retention, args.retention_interval));
     server::serve(

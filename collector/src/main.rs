@@ -1,7 +1,10 @@
 //! podwarn-collector binary: flags, logging, exit codes. The work is in the library.
 
 use clap::Parser;
-use podwarn_collector::config::{CertCommand, Cli, Command, LogFormat};
+use podwarn_collector::cli;
+use podwarn_collector::config::{
+    AgentCommand, ApikeyCommand, CertCommand, Cli, ClusterCommand, Command, LogFormat, TokenCommand,
+};
 use std::process::ExitCode;
 
 /// Exit code for bad configuration (EX_USAGE).
@@ -24,7 +27,16 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => podwarn_collector::serve(args, podwarn_collector::shutdown_signal()).await,
-            Command::Cert(CertCommand::Issue(args)) => podwarn_collector::cli::cert_issue(args).await,
+            Command::Cert(CertCommand::Issue(args)) => cli::cert_issue(args).await,
+            Command::Token(TokenCommand::Create(args)) => cli::token_create(args).await,
+            Command::Token(TokenCommand::List(args)) => cli::token_list(args).await,
+            Command::Token(TokenCommand::Revoke(args)) => cli::token_revoke(args).await,
+            Command::Agent(AgentCommand::List(args)) => cli::agent_list(args).await,
+            Command::Agent(AgentCommand::Revoke(args)) => cli::agent_revoke(args).await,
+            Command::Cluster(ClusterCommand::Remove(args)) => cli::cluster_remove(args).await,
+            Command::Apikey(ApikeyCommand::Create(args)) => cli::apikey_create(args).await,
+            Command::Apikey(ApikeyCommand::List(args)) => cli::apikey_list(args).await,
+            Command::Apikey(ApikeyCommand::Revoke(args)) => cli::apikey_revoke(args).await,
         }
     });
     match result {

@@ -22,7 +22,7 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// A page as JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct PageBody<T> {
     /// The results.
     pub items: Vec<T>,
@@ -31,12 +31,12 @@ pub struct PageBody<T> {
 }
 
 /// Query parameters, each at most once.
-struct Params {
+pub(crate) struct Params {
     values: BTreeMap<String, String>,
 }
 
 impl Params {
-    fn parse(raw: Option<String>, known: &[&str]) -> Result<Self, ApiError> {
+    pub(crate) fn parse(raw: Option<String>, known: &[&str]) -> Result<Self, ApiError> {
         let mut values = BTreeMap::new();
         for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
             if !known.contains(&name.as_ref()) {
@@ -67,7 +67,7 @@ impl Params {
         }
     }
 
-    fn limit(&self) -> Result<usize, ApiError> {
+    pub(crate) fn limit(&self) -> Result<usize, ApiError> {
         let Some(text) = self.values.get("limit") else {
             return Ok(DEFAULT_LIMIT);
         };
@@ -146,7 +146,7 @@ impl Params {
         xxh3_64(canonical.join("&").as_bytes())
     }
 
-    fn cursor(&self) -> Result<Option<Position>, ApiError> {
+    pub(crate) fn cursor(&self) -> Result<Option<Position>, ApiError> {
         let Some(text) = self.values.get("cursor") else {
             return Ok(None);
         };
@@ -168,7 +168,7 @@ impl Params {
         }))
     }
 
-    fn encode_cursor(&self, position: Option<Position>) -> Option<String> {
+    pub(crate) fn encode_cursor(&self, position: Option<Position>) -> Option<String> {
         position.map(|p| {
             let mut bytes = vec![1u8];
             bytes.extend_from_slice(&(p.ts_us as u64).to_be_bytes());

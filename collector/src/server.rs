@@ -2,9 +2,10 @@
 //! hands each connection's verified client identity to the handlers.
 
 use crate::error::ApiError;
+use crate::ratelimit::FailureLimiter;
 use crate::store::Store;
 use crate::tls::{AgentIdentity, Ca};
-use crate::{enroll, ingest, ops, query};
+use crate::{admin_api, enroll, ingest, ops, query};
 use axum::Router;
 use axum::http::Request;
 use axum::routing::{get, post};
@@ -27,6 +28,8 @@ pub struct Limits {
     pub max_decoded_body: u64,
     /// How long an incident stays active after its last occurrence.
     pub active_window: Duration,
+    /// Lifetime of certificates issued by enrollment and renewal.
+    pub cert_ttl: Duration,
 }
 
 /// What every handler can reach.
@@ -40,6 +43,8 @@ pub struct AppState {
     pub admin_token_digest: [u8; 32],
     /// Limits.
     pub limits: Arc<Limits>,
+    /// Failed enrollment attempts per source address.
+    pub limiter: Arc<FailureLimiter>,
 }
 
 /// Per-connection facts, set by the accept loop.
@@ -59,7 +64,24 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/incidents", get(query::incidents))
         .route("/v1/incidents/{id}", get(query::incident))
         .route("/v1/clusters", get(query::clusters))
+        .route("/v1/ca", get(enroll::ca_handler))
+        .route("/v1/enroll", post(enroll::enroll_handler))
+        .route("/v1/renew", post(enroll::renew_handler))
+        .route("/v1/audit", get(admin_api::audit))
         .route("/v1/admin/certs", post(enroll::issue_handler))
+        .route(
+            "/v1/admin/tokens",
+            post(admin_api::create_token).get(admin_api::list_tokens),
+        )
+        .route("/v1/admin/tokens/{id}/revoke", post(admin_api::revoke_token))
+        .route("/v1/admin/agents", get(admin_api::list_agents))
+        .route("/v1/admin/agents/{id}/revoke", post(admin_api::revoke_agent))
+        .route("/v1/admin/clusters/{name}/remove", post(admin_api::remove_cluster))
+        .route(
+            "/v1/admin/apikeys",
+            post(admin_api::create_apikey).get(admin_api::list_apikeys),
+        )
+        .route("/v1/admin/apikeys/{id}/revoke", post(admin_api::revoke_apikey))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics_handler))

@@ -6,10 +6,14 @@
 //! only after that commit returned (invariant 2). Reads run in
 //! `spawn_blocking` on their own read transactions.
 
+mod access;
+mod access_read;
 mod reader;
 pub mod schema;
 mod writer;
 
+pub use access::{AccessJob, AccessOp, AccessOutcome, PurgeOutcome, Refusal, check_token};
+pub use access_read::AuditQuery;
 pub use reader::{ClusterView, EventQuery, IncidentQuery, IncidentView, Page, Position, StoredEvent};
 pub use writer::{IngestOutcome, RetentionOutcome};
 
@@ -47,6 +51,9 @@ pub enum StoreError {
     /// The agent sending data is not known, or was revoked.
     #[error("{0}")]
     AgentRefused(String),
+    /// An access change was refused; nothing was written.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl StoreError {
@@ -115,9 +122,53 @@ impl Store {
             .await?
     }
 
-    /// Records a newly issued agent certificate.
+    /// Records a newly issued agent certificate (audited as issued by `local`).
     pub async fn register_agent(&self, agent: AgentRecord) -> Result<()> {
-        self.submit(|reply| writer::Job::RegisterAgent { agent, reply }).await?
+        let job = AccessJob {
+            op: AccessOp::IssueCert(agent),
+            actor: "local".into(),
+            source: "local".into(),
+        };
+        self.access(job).await.map(drop)
+    }
+
+    /// Applies one access change (tokens, enrollment, renewal, revocation,
+    /// cluster removal, API keys) with its audit entry, in one transaction.
+    pub async fn access(&self, job: AccessJob) -> Result<AccessOutcome> {
+        self.submit(|reply| writer::Job::Access { job, reply }).await?
+    }
+
+    /// Revokes a cluster's agents and tokens; with `purge`, then deletes its
+    /// events, incidents and dedup keys in small transactions.
+    pub async fn remove_cluster(&self, job: AccessJob, purge: bool) -> Result<(AccessOutcome, PurgeOutcome)> {
+        let AccessOp::RemoveCluster { cluster, .. } = &job.op else {
+            return Err(StoreError::Storage("remove_cluster needs a RemoveCluster job".into()));
+        };
+        let cluster = cluster.clone();
+        let (actor, source) = (job.actor.clone(), job.source.clone());
+        let removed = self.access(job).await?;
+        let mut total = PurgeOutcome::default();
+        if !purge {
+            return Ok((removed, total));
+        }
+        loop {
+            let step = AccessJob {
+                op: AccessOp::PurgeStep {
+                    cluster: cluster.clone(),
+                },
+                actor: actor.clone(),
+                source: source.clone(),
+            };
+            let AccessOutcome::Purged(out) = self.access(step).await? else {
+                break;
+            };
+            total.events += out.events;
+            total.incidents += out.incidents;
+            if !out.more {
+                break;
+            }
+        }
+        Ok((removed, total))
     }
 
     /// Deletes events and incidents last seen before `cutoff_us`, in small
@@ -185,6 +236,31 @@ impl Store {
     /// Every agent record.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>> {
         self.read(reader::agents).await
+    }
+
+    /// One enrollment token.
+    pub async fn token(&self, id: String) -> Result<Option<schema::TokenRecord>> {
+        self.read(move |txn| access_read::get(txn, schema::TOKENS, &id)).await
+    }
+
+    /// Every enrollment token.
+    pub async fn tokens(&self) -> Result<Vec<schema::TokenRecord>> {
+        self.read(|txn| access_read::all(txn, schema::TOKENS)).await
+    }
+
+    /// One API key.
+    pub async fn api_key(&self, id: String) -> Result<Option<schema::ApiKeyRecord>> {
+        self.read(move |txn| access_read::get(txn, schema::API_KEYS, &id)).await
+    }
+
+    /// Every API key.
+    pub async fn api_keys(&self) -> Result<Vec<schema::ApiKeyRecord>> {
+        self.read(|txn| access_read::all(txn, schema::API_KEYS)).await
+    }
+
+    /// A page of the audit log, newest first.
+    pub async fn audit(&self, query: AuditQuery) -> Result<Page<(u64, schema::AuditRecord)>> {
+        self.read(move |txn| access_read::audit(txn, &query)).await
     }
 
     /// Bytes the database file takes on disk.

@@ -26,6 +26,12 @@ pub const CLUSTER_IDS: TableDefinition<&str, u32> = TableDefinition::new("cluste
 pub const CLUSTERS: TableDefinition<u32, &[u8]> = TableDefinition::new("clusters");
 /// Agent records by agent id.
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// Enrollment tokens by token id (only a digest of the secret is stored).
+pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// API keys by key id (only a digest of the key is stored).
+pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+/// The audit log by sequence number (append only; higher is newer).
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// The schema this build writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -33,6 +39,8 @@ pub const SCHEMA_VERSION: u64 = 1;
 pub const META_SCHEMA: &str = "schema_version";
 /// `META` key of the next event sequence number.
 pub const META_NEXT_SEQ: &str = "next_seq";
+/// `META` key of the next audit sequence number.
+pub const META_NEXT_AUDIT: &str = "next_audit";
 
 const RECORD_FORMAT: u8 = 1;
 
@@ -146,6 +154,66 @@ pub struct AgentRecord {
     pub last_seen_us: Option<i64>,
     pub version: Option<String>,
     pub dropped_total: u64,
+}
+
+/// One enrollment token. The secret itself is never stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenRecord {
+    pub id: String,
+    /// SHA-256 of the secret part of the token.
+    pub secret_sha256: [u8; 32],
+    pub cluster: String,
+    pub tenant: String,
+    pub created_us: i64,
+    pub expires_us: i64,
+    /// Enrollments allowed in total; `None` for no limit (until expiry).
+    pub uses_total: Option<u64>,
+    /// Enrollments done so far.
+    pub used: u64,
+    pub revoked_us: Option<i64>,
+    pub last_used_us: Option<i64>,
+}
+
+/// Role of an API key.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyRole {
+    /// Query endpoints only.
+    Read,
+    /// Query and admin endpoints.
+    Admin,
+}
+
+/// One API key. Only a digest of the key is stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiKeyRecord {
+    /// Public id: the first 12 hex digits of the key's SHA-256.
+    pub id: String,
+    /// SHA-256 of the whole key.
+    pub key_sha256: [u8; 32],
+    /// The tenant the key is confined to; `None` for every tenant.
+    pub tenant: Option<String>,
+    pub role: KeyRole,
+    pub created_us: i64,
+    pub revoked_us: Option<i64>,
+}
+
+/// One audit log entry. Never holds a secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    pub time_us: i64,
+    /// Who acted: `admin-token`, `local-cli`, `apikey:<id>`, `token:<id>`, `agent:<id>`.
+    pub actor: String,
+    /// What was done, e.g. `token.create`, `agent.enroll`.
+    pub action: String,
+    pub tenant: Option<String>,
+    pub cluster: Option<String>,
+    /// The object acted on (token id, agent id, key id …).
+    pub target: Option<String>,
+    /// The caller's network address, or `local`.
+    pub source: String,
+    /// A short note (uses left, new expiry …); never a secret.
+    pub detail: Option<String>,
 }
 
 /// Index dimensions of [`EVENT_INDEX`].

@@ -32,9 +32,9 @@ pub(super) enum Job {
         batch: IngestBatch,
         reply: oneshot::Sender<Result<IngestOutcome>>,
     },
-    RegisterAgent {
-        agent: AgentRecord,
-        reply: oneshot::Sender<Result<()>>,
+    Access {
+        job: super::access::AccessJob,
+        reply: oneshot::Sender<Result<super::access::AccessOutcome>>,
     },
     Retention {
         cutoff_us: i64,
@@ -81,24 +81,30 @@ pub(super) fn start(db: Arc<redb::Database>, rx: mpsc::Receiver<Job>) -> Result<
 /// What the writer keeps between transactions; restored from a snapshot when
 /// a commit fails, so memory never runs ahead of the disk.
 #[derive(Clone)]
-struct State {
-    next_seq: u64,
-    clusters: HashMap<String, (u32, ClusterRecord)>,
+pub(super) struct State {
+    pub(super) next_seq: u64,
+    pub(super) next_audit: u64,
+    pub(super) clusters: HashMap<String, (u32, ClusterRecord)>,
 }
 
 impl State {
     fn load(t: &Tables<'_>) -> Result<Self> {
         let next_seq = t.meta.get(META_NEXT_SEQ)?.map(|v| v.value()).unwrap_or(1);
+        let next_audit = t.meta.get(META_NEXT_AUDIT)?.map(|v| v.value()).unwrap_or(1);
         let mut clusters = HashMap::new();
         for row in t.clusters.iter()? {
             let (id, bytes) = row?;
             let rec: ClusterRecord = decode(bytes.value())?;
             clusters.insert(rec.name.clone(), (id.value(), rec));
         }
-        Ok(Self { next_seq, clusters })
+        Ok(Self {
+            next_seq,
+            next_audit,
+            clusters,
+        })
     }
 
-    fn cluster_id(&mut self, name: &str, tenant: &str) -> u32 {
+    pub(super) fn cluster_id(&mut self, name: &str, tenant: &str) -> u32 {
         if let Some((id, _)) = self.clusters.get(name) {
             return *id;
         }
@@ -116,16 +122,19 @@ impl State {
     }
 }
 
-struct Tables<'t> {
+pub(super) struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
-    events: Table<'t, u64, &'static [u8]>,
-    uids: Table<'t, &'static [u8], u64>,
-    index: Table<'t, &'static [u8], ()>,
-    incidents: Table<'t, u64, &'static [u8]>,
-    incident_index: Table<'t, &'static [u8], ()>,
-    cluster_ids: Table<'t, &'static str, u32>,
-    clusters: Table<'t, u32, &'static [u8]>,
-    agents: Table<'t, &'static str, &'static [u8]>,
+    pub(super) events: Table<'t, u64, &'static [u8]>,
+    pub(super) uids: Table<'t, &'static [u8], u64>,
+    pub(super) index: Table<'t, &'static [u8], ()>,
+    pub(super) incidents: Table<'t, u64, &'static [u8]>,
+    pub(super) incident_index: Table<'t, &'static [u8], ()>,
+    pub(super) cluster_ids: Table<'t, &'static str, u32>,
+    pub(super) clusters: Table<'t, u32, &'static [u8]>,
+    pub(super) agents: Table<'t, &'static str, &'static [u8]>,
+    pub(super) tokens: Table<'t, &'static str, &'static [u8]>,
+    pub(super) api_keys: Table<'t, &'static str, &'static [u8]>,
+    pub(super) audit: Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -140,6 +149,9 @@ impl<'t> Tables<'t> {
             cluster_ids: txn.open_table(CLUSTER_IDS)?,
             clusters: txn.open_table(CLUSTERS)?,
             agents: txn.open_table(AGENTS)?,
+            tokens: txn.open_table(TOKENS)?,
+            api_keys: txn.open_table(API_KEYS)?,
+            audit: txn.open_table(AUDIT)?,
         })
     }
 }
@@ -187,7 +199,10 @@ impl IncidentCache {
 
 enum Reply {
     Ingest(oneshot::Sender<Result<IngestOutcome>>, Result<IngestOutcome>),
-    Unit(oneshot::Sender<Result<()>>, Result<()>),
+    Access(
+        oneshot::Sender<Result<super::access::AccessOutcome>>,
+        Result<super::access::AccessOutcome>,
+    ),
     Retention(oneshot::Sender<Result<RetentionOutcome>>, Result<RetentionOutcome>),
 }
 
@@ -202,7 +217,7 @@ impl Reply {
         // A requester that gave up (client gone) is no reason to stop.
         match self {
             Reply::Ingest(tx, r) => drop(tx.send(pick(r, commit))),
-            Reply::Unit(tx, r) => drop(tx.send(pick(r, commit))),
+            Reply::Access(tx, r) => drop(tx.send(pick(r, commit))),
             Reply::Retention(tx, r) => drop(tx.send(pick(r, commit))),
         }
     }
@@ -249,14 +264,15 @@ fn commit_group(db: &redb::Database, state: &mut State, group: Vec<Job>) -> (Vec
                         dirty_clusters.push(identity.cluster.clone());
                         replies.push(Reply::Ingest(reply, r));
                     }
-                    Job::RegisterAgent { agent, reply } => {
-                        let r = register_agent(&mut t, state, &agent);
-                        dirty_clusters.push(agent.cluster.clone());
-                        let failed = r.is_err();
-                        replies.push(Reply::Unit(reply, r));
-                        if failed {
-                            return Err(StoreError::Storage("registering the agent failed".into()));
+                    Job::Access { job, reply } => {
+                        let r = super::access::apply(&mut t, state, job);
+                        // Enrollment may have created a cluster; rewriting them all is cheap.
+                        dirty_clusters.extend(state.clusters.keys().cloned());
+                        if let Err(StoreError::Storage(_) | StoreError::Corrupt(_)) = &r {
+                            replies.push(Reply::Access(reply, Err(StoreError::Storage("aborted".into()))));
+                            return r.map(|_| ());
                         }
+                        replies.push(Reply::Access(reply, r));
                     }
                     Job::Retention { cutoff_us, reply } => {
                         let r = retention(&mut t, state, cutoff_us);
@@ -279,6 +295,7 @@ fn commit_group(db: &redb::Database, state: &mut State, group: Vec<Job>) -> (Vec
                 }
             }
             t.meta.insert(META_NEXT_SEQ, state.next_seq)?;
+            t.meta.insert(META_NEXT_AUDIT, state.next_audit)?;
         }
         txn.commit()?;
         Ok(())
@@ -289,7 +306,7 @@ fn commit_group(db: &redb::Database, state: &mut State, group: Vec<Job>) -> (Vec
     (replies, outcome)
 }
 
-fn check_agent(t: &Tables<'_>, identity: &AgentIdentity) -> Result<AgentRecord> {
+pub(super) fn check_agent(t: &Tables<'_>, identity: &AgentIdentity) -> Result<AgentRecord> {
     let Some(bytes) = t.agents.get(identity.agent_id.as_str())? else {
         return Err(StoreError::AgentRefused(format!(
             "agent {} is not known to this collector (its store was reset or the agent was removed): issue or enroll a new certificate",
@@ -450,12 +467,6 @@ fn update_event(t: &mut Tables<'_>, incidents: &mut IncidentCache, seq: u64, ev:
     }
     t.events.insert(seq, encode(&rec).as_slice())?;
     Ok(delta)
-}
-
-fn register_agent(t: &mut Tables<'_>, state: &mut State, agent: &AgentRecord) -> Result<()> {
-    state.cluster_id(&agent.cluster, &agent.tenant);
-    t.agents.insert(agent.agent_id.as_str(), encode(agent).as_slice())?;
-    Ok(())
 }
 
 fn retention(t: &mut Tables<'_>, state: &mut State, cutoff_us: i64) -> Result<RetentionOutcome> {

@@ -2,8 +2,15 @@
 //! on it: redb admits one process, so when the store is held we go through
 //! the running server's admin API instead.
 
+mod access;
+
+pub use access::{
+    agent_list, agent_revoke, apikey_create, apikey_list, apikey_revoke, cluster_remove, token_create, token_list,
+    token_revoke,
+};
+
 use crate::config::CertIssueArgs;
-use crate::enroll::{IssueRequest, IssuedAgent};
+use crate::enroll::{IssueRequest, IssuedAgent, MIN_CERT_TTL};
 use crate::store::{Store, StoreError};
 use crate::{ServeInfo, serve_info_path, store_path, tls};
 use anyhow::{Context, bail};
@@ -25,7 +32,12 @@ pub async fn cert_issue(args: CertIssueArgs) -> anyhow::Result<()> {
     let issued = match Store::open(&store_path(dir)) {
         Ok(store) => {
             let ca = tls::Ca::load_or_create(&tls::TlsPaths::new(dir))?;
-            crate::enroll::issue(&store, &ca, req).await?
+            let min_ttl = if args.insecure_short_ttl {
+                std::time::Duration::from_secs(1)
+            } else {
+                MIN_CERT_TTL
+            };
+            crate::enroll::issue(&store, &ca, req, min_ttl, "local-cli", "local").await?
         }
         Err(StoreError::Locked(_)) => issue_via_server(dir, &req).await?,
         Err(e) => return Err(e.into()),

@@ -1,0 +1,432 @@
+//! Administration of access: enrollment tokens, agents, cluster removal and
+//! API keys. Each operation is one function used both by its HTTP endpoint
+//! (`/v1/admin/…`, admin role) and by the CLI when it opens the store itself.
+//!
+//! A tenant-scoped admin key administers only its tenant: objects of other
+//! tenants read as not found, and it cannot create anything outside it.
+
+use crate::auth::{Caller, Role, api_key_id, digest, new_secret};
+use crate::names::validate_name;
+use crate::store::schema::{AgentRecord, ApiKeyRecord, AuditRecord, TokenRecord};
+use crate::store::{AccessJob, AccessOp, AccessOutcome, Store, now_us};
+use crate::token::EnrollToken;
+use crate::{error::ApiError, names::InvalidName};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Longest token lifetime.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 86400);
+
+fn ts(us: i64) -> Timestamp {
+    Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn bad_name(e: InvalidName) -> ApiError {
+    ApiError::bad_request("invalid_name", e.to_string())
+}
+
+/// `POST /v1/admin/tokens` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateTokenRequest {
+    /// The cluster agents enrolling with it are bound to.
+    pub cluster: String,
+    /// The tenant (default `default`, or the caller's own tenant).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Lifetime in seconds (1 s to 366 days).
+    pub ttl_seconds: u64,
+    /// Enrollments allowed; none for unlimited until expiry.
+    #[serde(default)]
+    pub uses: Option<u64>,
+}
+
+/// A token as lists show it: never the secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Public id.
+    pub id: String,
+    /// Cluster bound.
+    pub cluster: String,
+    /// Tenant bound.
+    pub tenant: String,
+    /// Created at.
+    pub created: Timestamp,
+    /// Expires at.
+    pub expires: Timestamp,
+    /// Enrollments allowed in total; `null` for unlimited.
+    pub uses_total: Option<u64>,
+    /// Enrollments left; `null` for unlimited.
+    pub uses_left: Option<u64>,
+    /// Enrollments done.
+    pub used: u64,
+    /// Last enrollment.
+    pub last_used: Option<Timestamp>,
+    /// When it was revoked.
+    pub revoked: Option<Timestamp>,
+    /// `active`, `expired`, `used_up` or `revoked`.
+    pub state: String,
+}
+
+impl TokenView {
+    fn of(t: TokenRecord, now: i64) -> Self {
+        let state = if t.revoked_us.is_some() {
+            "revoked"
+        } else if now >= t.expires_us {
+            "expired"
+        } else if t.uses_total.is_some_and(|n| t.used >= n) {
+            "used_up"
+        } else {
+            "active"
+        };
+        Self {
+            id: t.id,
+            cluster: t.cluster,
+            tenant: t.tenant,
+            created: ts(t.created_us),
+            expires: ts(t.expires_us),
+            uses_total: t.uses_total,
+            uses_left: t.uses_total.map(|n| n.saturating_sub(t.used)),
+            used: t.used,
+            last_used: t.last_used_us.map(ts),
+            revoked: t.revoked_us.map(ts),
+            state: state.into(),
+        }
+    }
+}
+
+/// A new token: the only time its secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// `pw1.<id>.<secret>`.
+    pub token: String,
+    /// The CA pin agents check before sending the token.
+    pub ca_pin: String,
+    /// The stored token.
+    #[serde(flatten)]
+    pub view: TokenView,
+}
+
+/// An agent as `agent list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentView {
+    /// Agent id.
+    pub agent_id: String,
+    /// Cluster of its certificate.
+    pub cluster: String,
+    /// Tenant of its certificate.
+    pub tenant: String,
+    /// Enrolled at.
+    pub created: Timestamp,
+    /// Last accepted batch.
+    pub last_seen: Option<Timestamp>,
+    /// Version from its last batch or enrollment.
+    pub version: Option<String>,
+    /// Current certificate's expiry.
+    pub cert_expires: Timestamp,
+    /// When it was revoked.
+    pub revoked: Option<Timestamp>,
+}
+
+impl From<AgentRecord> for AgentView {
+    fn from(a: AgentRecord) -> Self {
+        Self {
+            agent_id: a.agent_id,
+            cluster: a.cluster,
+            tenant: a.tenant,
+            created: ts(a.created_us),
+            last_seen: a.last_seen_us.map(ts),
+            version: a.version,
+            cert_expires: ts(a.cert_not_after_us),
+            revoked: a.revoked_us.map(ts),
+        }
+    }
+}
+
+/// `POST /v1/admin/apikeys` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateApiKeyRequest {
+    /// The tenant the key is confined to; none for every tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// `read` or `admin`.
+    pub role: Role,
+}
+
+/// An API key as lists show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyView {
+    /// Public id.
+    pub id: String,
+    /// Tenant it is confined to; `null` for every tenant.
+    pub tenant: Option<String>,
+    /// `read` or `admin`.
+    pub role: Role,
+    /// Created at.
+    pub created: Timestamp,
+    /// When it was revoked.
+    pub revoked: Option<Timestamp>,
+}
+
+impl From<ApiKeyRecord> for ApiKeyView {
+    fn from(k: ApiKeyRecord) -> Self {
+        Self {
+            id: k.id,
+            tenant: k.tenant,
+            role: k.role,
+            created: ts(k.created_us),
+            revoked: k.revoked_us.map(ts),
+        }
+    }
+}
+
+/// A new API key: the only time it is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedApiKey {
+    /// `pwk_…`: the bearer token.
+    pub key: String,
+    /// The stored key.
+    #[serde(flatten)]
+    pub view: ApiKeyView,
+}
+
+/// What `cluster remove` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterRemoved {
+    /// The cluster.
+    pub cluster: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Agents revoked now.
+    pub agents_revoked: u64,
+    /// Tokens revoked now.
+    pub tokens_revoked: u64,
+    /// Events deleted (with `purge`).
+    pub events_deleted: u64,
+    /// Incidents deleted (with `purge`).
+    pub incidents_deleted: u64,
+}
+
+/// An audit log entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditView {
+    /// Position in the log (higher is newer).
+    pub seq: u64,
+    /// When.
+    pub time: Timestamp,
+    /// Who: `admin-token`, `local-cli`, `apikey:<id>`, `token:<id>`, `agent:<id>`.
+    pub actor: String,
+    /// What, e.g. `token.create`, `agent.enroll`, `agent.revoke`.
+    pub action: String,
+    /// Tenant concerned.
+    pub tenant: Option<String>,
+    /// Cluster concerned.
+    pub cluster: Option<String>,
+    /// Object acted on.
+    pub target: Option<String>,
+    /// Network address of the caller, or `local`.
+    pub source: String,
+    /// A short note.
+    pub detail: Option<String>,
+}
+
+impl AuditView {
+    /// The view of a stored entry.
+    pub fn of(seq: u64, r: AuditRecord) -> Self {
+        Self {
+            seq,
+            time: ts(r.time_us),
+            actor: r.actor,
+            action: r.action,
+            tenant: r.tenant,
+            cluster: r.cluster,
+            target: r.target,
+            source: r.source,
+            detail: r.detail,
+        }
+    }
+}
+
+fn job(caller: &Caller, source: &str, op: AccessOp) -> AccessJob {
+    AccessJob {
+        op,
+        actor: caller.actor.clone(),
+        source: source.into(),
+    }
+}
+
+/// Creates an enrollment token.
+pub async fn create_token(
+    store: &Store,
+    caller: &Caller,
+    source: &str,
+    req: CreateTokenRequest,
+    ca_pin: String,
+) -> Result<CreatedToken, ApiError> {
+    caller.require_admin()?;
+    let tenant = caller.tenant_for(req.tenant)?.unwrap_or_else(|| "default".into());
+    validate_name("cluster", &req.cluster).map_err(bad_name)?;
+    validate_name("tenant", &tenant).map_err(bad_name)?;
+    let ttl = Duration::from_secs(req.ttl_seconds);
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(ApiError::bad_request(
+            "invalid_ttl",
+            "token lifetime must be between 1 second and 366 days",
+        ));
+    }
+    if req.uses == Some(0) {
+        return Err(ApiError::bad_request("invalid_uses", "`uses` must be at least 1"));
+    }
+    let token = EnrollToken::generate();
+    let now = now_us();
+    let record = TokenRecord {
+        id: token.id.clone(),
+        secret_sha256: token.secret_sha256(),
+        cluster: req.cluster,
+        tenant,
+        created_us: now,
+        expires_us: now.saturating_add(ttl.as_micros() as i64),
+        uses_total: req.uses,
+        used: 0,
+        revoked_us: None,
+        last_used_us: None,
+    };
+    let AccessOutcome::Token(stored) = store.access(job(caller, source, AccessOp::CreateToken(record))).await? else {
+        return Err(ApiError::internal());
+    };
+    tracing::info!(token = %stored.id, cluster = %stored.cluster, tenant = %stored.tenant, "enrollment token created");
+    Ok(CreatedToken {
+        token: token.reveal(),
+        ca_pin,
+        view: TokenView::of(stored, now),
+    })
+}
+
+/// Every token the caller may administer, newest first.
+pub async fn list_tokens(store: &Store, caller: &Caller) -> Result<Vec<TokenView>, ApiError> {
+    caller.require_admin()?;
+    let now = now_us();
+    let mut tokens: Vec<TokenRecord> = store.tokens().await?;
+    tokens.retain(|t| caller.may_see(&t.tenant));
+    tokens.sort_by_key(|t| std::cmp::Reverse(t.created_us));
+    Ok(tokens.into_iter().map(|t| TokenView::of(t, now)).collect())
+}
+
+/// Revokes a token.
+pub async fn revoke_token(store: &Store, caller: &Caller, source: &str, id: String) -> Result<TokenView, ApiError> {
+    caller.require_admin()?;
+    let op = AccessOp::RevokeToken {
+        id,
+        tenant: caller.tenant.clone(),
+    };
+    match store.access(job(caller, source, op)).await? {
+        AccessOutcome::Token(t) => Ok(TokenView::of(t, now_us())),
+        _ => Err(ApiError::internal()),
+    }
+}
+
+/// Every agent the caller may administer, by cluster then enrollment time.
+pub async fn list_agents(store: &Store, caller: &Caller) -> Result<Vec<AgentView>, ApiError> {
+    caller.require_admin()?;
+    let mut agents = store.agents().await?;
+    agents.retain(|a| caller.may_see(&a.tenant));
+    agents.sort_by(|a, b| (&a.cluster, a.created_us).cmp(&(&b.cluster, b.created_us)));
+    Ok(agents.into_iter().map(AgentView::from).collect())
+}
+
+/// Revokes an agent: refused from its next request on.
+pub async fn revoke_agent(store: &Store, caller: &Caller, source: &str, id: String) -> Result<AgentView, ApiError> {
+    caller.require_admin()?;
+    let op = AccessOp::RevokeAgent {
+        agent_id: id,
+        tenant: caller.tenant.clone(),
+    };
+    match store.access(job(caller, source, op)).await? {
+        AccessOutcome::Agent(a) => {
+            tracing::info!(agent = %a.agent_id, cluster = %a.cluster, "agent revoked");
+            Ok(a.into())
+        }
+        _ => Err(ApiError::internal()),
+    }
+}
+
+/// Revokes every agent and token of a cluster; with `purge`, deletes its data.
+pub async fn remove_cluster(
+    store: &Store,
+    caller: &Caller,
+    source: &str,
+    cluster: String,
+    purge: bool,
+) -> Result<ClusterRemoved, ApiError> {
+    caller.require_admin()?;
+    let op = AccessOp::RemoveCluster {
+        cluster: cluster.clone(),
+        tenant: caller.tenant.clone(),
+    };
+    let (removed, purged) = store.remove_cluster(job(caller, source, op), purge).await?;
+    let AccessOutcome::ClusterRemoved { tenant, agents, tokens } = removed else {
+        return Err(ApiError::internal());
+    };
+    tracing::info!(%cluster, %tenant, agents, tokens, purge, events = purged.events, "cluster removed");
+    Ok(ClusterRemoved {
+        cluster,
+        tenant,
+        agents_revoked: agents,
+        tokens_revoked: tokens,
+        events_deleted: purged.events,
+        incidents_deleted: purged.incidents,
+    })
+}
+
+/// Creates an API key.
+pub async fn create_apikey(
+    store: &Store,
+    caller: &Caller,
+    source: &str,
+    req: CreateApiKeyRequest,
+) -> Result<CreatedApiKey, ApiError> {
+    caller.require_admin()?;
+    let tenant = caller.tenant_for(req.tenant)?;
+    if let Some(t) = &tenant {
+        validate_name("tenant", t).map_err(bad_name)?;
+    }
+    let key = new_secret("pwk_");
+    let key_sha256 = digest(&key);
+    let record = ApiKeyRecord {
+        id: api_key_id(&key_sha256),
+        key_sha256,
+        tenant,
+        role: req.role,
+        created_us: now_us(),
+        revoked_us: None,
+    };
+    match store
+        .access(job(caller, source, AccessOp::CreateApiKey(record)))
+        .await?
+    {
+        AccessOutcome::ApiKey(k) => Ok(CreatedApiKey { key, view: k.into() }),
+        _ => Err(ApiError::internal()),
+    }
+}
+
+/// Every API key the caller may administer.
+pub async fn list_apikeys(store: &Store, caller: &Caller) -> Result<Vec<ApiKeyView>, ApiError> {
+    caller.require_admin()?;
+    let mut keys = store.api_keys().await?;
+    keys.retain(|k| caller.tenant.is_none() || k.tenant == caller.tenant);
+    keys.sort_by_key(|k| std::cmp::Reverse(k.created_us));
+    Ok(keys.into_iter().map(ApiKeyView::from).collect())
+}
+
+/// Revokes an API key: refused from its next request on.
+pub async fn revoke_apikey(store: &Store, caller: &Caller, source: &str, id: String) -> Result<ApiKeyView, ApiError> {
+    caller.require_admin()?;
+    let op = AccessOp::RevokeApiKey {
+        id,
+        tenant: caller.tenant.clone(),
+    };
+    match store.access(job(caller, source, op)).await? {
+        AccessOutcome::ApiKey(k) => Ok(k.into()),
+        _ => Err(ApiError::internal()),
+    }
+}
