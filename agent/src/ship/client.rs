@@ -1,108 +1,20 @@
-//! The mTLS HTTP client: loading `--cert-dir`, posting to `/v1/ingest`,
-//! classifying answers per PROTOCOL.md, and the `check` probe.
+//! The mTLS HTTP client: posting to `/v1/ingest`, classifying answers per
+//! PROTOCOL.md, explaining failures, and the `check` probe.
 
 use super::ShipError;
+use super::tls::{Identity, load_identity};
 use bytes::Bytes;
 use podwarn_shared::IngestResponse;
 use podwarn_shared::wire::{ErrorBody, ErrorDetail};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 /// Longest `Retry-After` taken at its word; a larger value is clamped to it.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 /// Most bytes of an error answer read (the collector's are a few hundred).
 const ERROR_BODY_CAP: usize = 16 * 1024;
-
-/// The client certificate, key and trust anchor from `--cert-dir`.
-pub(crate) struct Identity {
-    config: rustls::ClientConfig,
-    /// End of the client certificate's validity.
-    pub(crate) not_after: Option<jiff::Timestamp>,
-    /// The identity URI the collector wrote into the certificate.
-    pub(crate) agent_uri: Option<String>,
-}
-
-/// Reads `tls.crt`, `tls.key` and `ca.crt` and builds the rustls client
-/// configuration: trusts only `ca.crt`, presents `tls.crt`.
-pub(crate) fn load_identity(cert_dir: &Path) -> Result<Identity, ShipError> {
-    let cert_path = cert_dir.join("tls.crt");
-    let key_path = cert_dir.join("tls.key");
-    let ca_path = cert_dir.join("ca.crt");
-    let cert_pem = read(&cert_path)?;
-    let key_pem = read(&key_path)?;
-    let ca_pem = read(&ca_path)?;
-
-    let bad = |path: &PathBuf, what: &'static str| ShipError::BadPem {
-        path: path.clone(),
-        what,
-    };
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad(&cert_path, "is not valid PEM"))?;
-    if chain.is_empty() {
-        return Err(bad(&cert_path, "holds no certificate"));
-    }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|_| bad(&key_path, "is not valid PEM"))?
-        .ok_or_else(|| bad(&key_path, "holds no private key"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_slice()) {
-        let cert = cert.map_err(|_| bad(&ca_path, "is not valid PEM"))?;
-        roots
-            .add(cert)
-            .map_err(|_| bad(&ca_path, "holds a certificate that is not a usable CA"))?;
-    }
-    if roots.is_empty() {
-        return Err(bad(&ca_path, "holds no certificate"));
-    }
-
-    let (not_after, agent_uri) = describe_cert(&chain[0]);
-    let tls_err = |source| ShipError::Tls {
-        dir: cert_dir.into(),
-        source,
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|source| match source {
-            rustls::Error::InconsistentKeys(_) => ShipError::KeyMismatch { dir: cert_dir.into() },
-            source => tls_err(source),
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Identity {
-        config,
-        not_after,
-        agent_uri,
-    })
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, ShipError> {
-    std::fs::read(path).map_err(|source| ShipError::CertFile {
-        path: path.into(),
-        source,
-    })
-}
-
-/// Expiry and identity URI of a certificate, for messages (never its bytes).
-fn describe_cert(der: &CertificateDer<'_>) -> (Option<jiff::Timestamp>, Option<String>) {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return (None, None);
-    };
-    let not_after = jiff::Timestamp::from_second(cert.validity().not_after.timestamp()).ok();
-    let uri = cert.subject_alternative_name().ok().flatten().and_then(|san| {
-        san.value.general_names.iter().find_map(|name| match name {
-            x509_parser::extensions::GeneralName::URI(uri) => Some((*uri).to_string()),
-            _ => None,
-        })
-    });
-    (not_after, uri)
-}
 
 /// Checks `--collector`: an `https://` URL with a host.
 pub(crate) fn parse_collector_url(collector: &str) -> Result<reqwest::Url, ShipError> {

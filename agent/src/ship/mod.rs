@@ -31,6 +31,7 @@ mod send;
 mod tests;
 #[cfg(test)]
 mod testserver;
+mod tls;
 
 use crate::ops::Readiness;
 use crate::spool::{Spool, SpoolError};
@@ -223,7 +224,7 @@ impl Shipper {
             return Err(ShipError::BatchInterval);
         }
         let url = client::parse_collector_url(&config.collector)?;
-        let identity = client::load_identity(&config.cert_dir)?;
+        let identity = tls::load_identity(&config.cert_dir)?;
         if let Some(t) = identity.not_after
             && t < jiff::Timestamp::now()
         {

@@ -160,7 +160,7 @@ async fn events_arrive_exactly_as_sent() {
         assert_eq!((agent.version.as_str(), agent.dropped_total), ("test-1", 0));
     }
     for a in collector.attempts() {
-        assert!(a.client_cert, "mutual TLS on every request");
+        assert_eq!(a.agent.as_deref(), Some(AGENT_URI), "mutual TLS on every request");
         assert_eq!(a.encoding.as_deref(), Some("zstd"));
         assert_eq!(a.content_type.as_deref(), Some("application/json"));
     }
@@ -529,4 +529,32 @@ async fn bad_configuration_fails_fast_and_says_what_to_change() {
     .expect("copy");
     let err = new(config("https://127.0.0.1:8443", &pki, spool_dir.path()));
     assert!(err.contains("tls.key is not the private key"), "{err}");
+}
+
+#[tokio::test]
+async fn renewed_certificate_is_used_without_a_restart() {
+    let pki = Pki::new();
+    let collector = TestCollector::start(&pki).await;
+    let addr = collector.addr;
+    let spool_dir = tempfile::tempdir().expect("tempdir");
+    let run = Running::start(config(&collector.url(), &pki, spool_dir.path()));
+    run.send(0..10).await;
+    wait_until(5, "stored with the first certificate", || {
+        collector.stored_events().len() == 10
+    })
+    .await;
+    assert_eq!(collector.attempts()[0].agent.as_deref(), Some(AGENT_URI));
+
+    let renewed = "spiffe://podwarn/tenant/default/cluster/test/agent/a2";
+    pki.renew_client(renewed);
+    // Cut the pooled connection so the next request needs a new handshake.
+    collector.stop().await;
+    let collector = TestCollector::start_on(&pki, addr).await;
+    run.send(10..20).await;
+    wait_until(5, "stored with the renewed certificate", || {
+        collector.stored_events().len() == 10
+    })
+    .await;
+    run.stop().await.expect("clean stop");
+    assert!(collector.attempts().iter().all(|a| a.agent.as_deref() == Some(renewed)));
 }

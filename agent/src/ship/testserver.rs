@@ -29,6 +29,7 @@ use tokio::time::Instant;
 pub(super) struct Pki {
     pub(super) cert_dir: tempfile::TempDir,
     server: Arc<rustls::ServerConfig>,
+    issuer: Issuer<'static, KeyPair>,
 }
 
 /// Which client certificate a [`Pki`] writes.
@@ -75,16 +76,7 @@ impl Pki {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = params.signed_by(&server_key, &issuer).expect("server cert");
 
-        let client_key = KeyPair::generate().expect("client key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
-        params.subject_alt_names = vec![SanType::URI(AGENT_URI.try_into().expect("uri"))];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        if matches!(kind, Client::Expired) {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2020, 1, 2);
-        }
-        let client_cert = params.signed_by(&client_key, client_issuer).expect("client cert");
-
+        let (client_cert, client_key) = client_cert(client_issuer, AGENT_URI, matches!(kind, Client::Expired));
         let cert_dir = tempfile::tempdir().expect("cert dir");
         write(cert_dir.path(), "tls.crt", &client_cert.pem());
         write(cert_dir.path(), "tls.key", &client_key.serialize_pem());
@@ -109,7 +101,15 @@ impl Pki {
         Self {
             cert_dir,
             server: Arc::new(server),
+            issuer,
         }
+    }
+
+    /// Writes a new client certificate and key over the old ones (a renewal), naming `uri`.
+    pub(super) fn renew_client(&self, uri: &str) {
+        let (cert, key) = client_cert(&self.issuer, uri, false);
+        write(self.cert_dir.path(), "tls.crt", &cert.pem());
+        write(self.cert_dir.path(), "tls.key", &key.serialize_pem());
     }
 
     /// Replaces `ca.crt` in the cert dir by an unrelated CA.
@@ -117,6 +117,19 @@ impl Pki {
         let (other, _) = ca();
         write(self.cert_dir.path(), "ca.crt", &other.pem());
     }
+}
+
+fn client_cert(issuer: &Issuer<'static, KeyPair>, uri: &str, expired: bool) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate().expect("client key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("uri"))];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 1, 2);
+    }
+    let cert = params.signed_by(&key, issuer).expect("client cert");
+    (cert, key)
 }
 
 fn write(dir: &Path, name: &str, pem: &str) {
@@ -140,7 +153,8 @@ pub(super) struct Attempt {
     pub(super) at: Instant,
     pub(super) status: u16,
     pub(super) events: usize,
-    pub(super) client_cert: bool,
+    /// The identity URI of the client certificate, if one was presented.
+    pub(super) agent: Option<String>,
     /// `Content-Encoding` and `Content-Type` as sent.
     pub(super) encoding: Option<String>,
     pub(super) content_type: Option<String>,
@@ -186,8 +200,9 @@ impl TestCollector {
                 let app = app.clone();
                 connections.spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let has_cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-                    let app = app.layer(axum::Extension(ClientCert(has_cert)));
+                    let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                    let agent = peer.map(|der| super::tls::describe_cert(der).1.unwrap_or_default());
+                    let app = app.layer(axum::Extension(ClientCert(agent)));
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
                         .await;
@@ -229,12 +244,13 @@ impl TestCollector {
     }
 }
 
-#[derive(Clone, Copy)]
-struct ClientCert(bool);
+/// The identity URI of the peer's certificate, if it presented one.
+#[derive(Clone)]
+struct ClientCert(Option<String>);
 
 async fn ingest(
     State(inner): State<Arc<Inner>>,
-    axum::Extension(ClientCert(client_cert)): axum::Extension<ClientCert>,
+    axum::Extension(ClientCert(agent)): axum::Extension<ClientCert>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -249,7 +265,7 @@ async fn ingest(
             at: Instant::now(),
             status,
             events: batch.events.len(),
-            client_cert,
+            agent: agent.clone(),
             encoding: header_text(&headers, header::CONTENT_ENCODING),
             content_type: header_text(&headers, header::CONTENT_TYPE),
         });
