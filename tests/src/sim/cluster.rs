@@ -88,6 +88,23 @@ pub(crate) fn emit_for_pod(state: &mut State, ns: &str, name: &str, ev: &PodEven
         .component
         .clone()
         .unwrap_or_else(|| if node.is_some() { "kubelet" } else { "default-scheduler" }.to_string());
+    let field_path = ev.container.as_ref().map(|c| format!("spec.containers{{{c}}}"));
+    // Fast path for repeats: the correlator finds the Event without building a new one.
+    let corr = events::correlation_key(&[
+        ns,
+        "Pod",
+        name,
+        field_path.as_deref().unwrap_or(""),
+        if ev.warning { "Warning" } else { "Normal" },
+        &ev.reason,
+        &ev.message,
+        if ev.series { "series" } else { "legacy" },
+        &component,
+    ]);
+    if let Some(r) = events::repeat_correlated(state, corr) {
+        return Ok(r);
+    }
+    let pod = state.get::<Pod>(ns, name).expect("looked up above");
     let host = if component == "kubelet" { node } else { None };
     let spec = EmitSpec {
         involved: ObjectReference {
@@ -97,7 +114,7 @@ pub(crate) fn emit_for_pod(state: &mut State, ns: &str, name: &str, ev: &PodEven
             name: Some(name.to_string()),
             uid: pod.metadata.uid.clone(),
             resource_version: pod.metadata.resource_version.clone(),
-            field_path: ev.container.as_ref().map(|c| format!("spec.containers{{{c}}}")),
+            field_path,
         },
         event_namespace: ns.to_string(),
         warning: ev.warning,

@@ -27,8 +27,9 @@ pub struct EventRef {
 
 #[derive(Debug, Default)]
 pub(crate) struct EventIndex {
-    correlator: HashMap<String, Key>,
-    by_key: HashMap<Key, (u128, String)>,
+    /// Hash of the correlation attributes → the Event they aggregate into.
+    correlator: HashMap<u64, Key>,
+    by_key: HashMap<Key, (u128, u64)>,
     by_uid: HashMap<u128, Key>,
 }
 
@@ -52,21 +53,39 @@ pub(crate) struct EmitSpec {
     pub(crate) style: Style,
 }
 
-fn correlation_key(spec: &EmitSpec) -> String {
+/// What the kubelet's EventCorrelator aggregates on (source, object, type, reason,
+/// message), hashed; a 64-bit collision among a test's events is not a practical concern.
+pub(crate) fn correlation_key(parts: &[&str]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+fn spec_key(spec: &EmitSpec) -> u64 {
     let io = &spec.involved;
-    let o = |v: &Option<String>| v.clone().unwrap_or_default();
-    format!(
-        "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{:?}\u{1f}{}",
-        spec.event_namespace,
-        o(&io.kind),
-        o(&io.name),
-        o(&io.field_path),
-        spec.warning,
-        spec.reason,
-        spec.message,
-        spec.style,
-        spec.component
-    )
+    correlation_key(&[
+        &spec.event_namespace,
+        io.kind.as_deref().unwrap_or(""),
+        io.name.as_deref().unwrap_or(""),
+        io.field_path.as_deref().unwrap_or(""),
+        if spec.warning { "Warning" } else { "Normal" },
+        &spec.reason,
+        &spec.message,
+        if spec.style == Style::Series {
+            "series"
+        } else {
+            "legacy"
+        },
+        &spec.component,
+    ])
+}
+
+/// Repeats the Event with this correlation key, if one exists.
+pub(crate) fn repeat_correlated(state: &mut State, corr: u64) -> Option<EventRef> {
+    let key = state.events.correlator.get(&corr)?.clone();
+    let uid = state.events.by_key.get(&key)?.0;
+    bump(state, &key, uid)
 }
 
 fn occurrence_count(ev: &Event) -> u32 {
@@ -76,35 +95,10 @@ fn occurrence_count(ev: &Event) -> u32 {
     }
 }
 
-fn log_occurrence(state: &mut State, uid: u128, ev: &Event) -> EventRef {
-    let io = &ev.involved_object;
-    let count = occurrence_count(ev);
-    let namespace = ev.metadata.namespace.clone().unwrap_or_default();
-    let name = ev.metadata.name.clone().unwrap_or_default();
-    state.emitted.record(Occurrence {
-        uid,
-        namespace: &namespace,
-        object: io.name.as_deref().unwrap_or(""),
-        kind: io.kind.as_deref().unwrap_or(""),
-        reason: ev.reason.as_deref().unwrap_or(""),
-        warning: ev.type_.as_deref() == Some("Warning"),
-        count,
-    });
-    EventRef {
-        uid: ev.metadata.uid.clone().unwrap_or_default(),
-        namespace,
-        name,
-        count,
-    }
-}
-
 /// Emits one occurrence, merging it into an existing isomorphic Event if there is one.
 pub(crate) fn emit(state: &mut State, spec: EmitSpec) -> EventRef {
-    let corr = correlation_key(&spec);
-    if let Some(key) = state.events.correlator.get(&corr).cloned()
-        && let Some(uid) = state.events.by_key.get(&key).map(|v| v.0)
-        && let Some(r) = bump(state, &key, uid)
-    {
+    let corr = spec_key(&spec);
+    if let Some(r) = repeat_correlated(state, corr) {
         return r;
     }
     create(state, spec, corr)
@@ -118,7 +112,7 @@ pub(crate) fn repeat(state: &mut State, uid: &str) -> Option<EventRef> {
 }
 
 fn bump(state: &mut State, key: &Key, uid: u128) -> Option<EventRef> {
-    let ev = state.modify::<Event>(&key.0, &key.1, |ev| {
+    let (occ, _) = state.modify_same_selectors::<Event, _>(&key.0, &key.1, |ev| {
         if ev.event_time.is_some() {
             let next = ev.series.as_ref().and_then(|s| s.count).unwrap_or(1) + 1;
             ev.series = Some(EventSeries {
@@ -129,11 +123,58 @@ fn bump(state: &mut State, key: &Key, uid: u128) -> Option<EventRef> {
             ev.count = Some(ev.count.unwrap_or(1) + 1);
             ev.last_timestamp = Some(now());
         }
+        Occ::of(ev)
     })?;
-    Some(log_occurrence(state, uid, &ev))
+    Some(occ.log(state, uid))
 }
 
-fn create(state: &mut State, spec: EmitSpec, corr: String) -> EventRef {
+/// What the emitted log and the caller need from an Event, taken without cloning it.
+struct Occ {
+    namespace: String,
+    name: String,
+    object: String,
+    kind: String,
+    reason: String,
+    warning: bool,
+    count: u32,
+    uid: String,
+}
+
+impl Occ {
+    fn of(ev: &Event) -> Self {
+        let io = &ev.involved_object;
+        Self {
+            namespace: ev.metadata.namespace.clone().unwrap_or_default(),
+            name: ev.metadata.name.clone().unwrap_or_default(),
+            object: io.name.clone().unwrap_or_default(),
+            kind: io.kind.clone().unwrap_or_default(),
+            reason: ev.reason.clone().unwrap_or_default(),
+            warning: ev.type_.as_deref() == Some("Warning"),
+            count: occurrence_count(ev),
+            uid: ev.metadata.uid.clone().unwrap_or_default(),
+        }
+    }
+
+    fn log(self, state: &mut State, uid: u128) -> EventRef {
+        state.emitted.record(Occurrence {
+            uid,
+            namespace: &self.namespace,
+            object: &self.object,
+            kind: &self.kind,
+            reason: &self.reason,
+            warning: self.warning,
+            count: self.count,
+        });
+        EventRef {
+            uid: self.uid,
+            namespace: self.namespace,
+            name: self.name,
+            count: self.count,
+        }
+    }
+}
+
+fn create(state: &mut State, spec: EmitSpec, corr: u64) -> EventRef {
     let (uid_num, uid) = new_uid();
     let base = spec.involved.name.clone().unwrap_or_default();
     // The recorders name events `<object>.<hex nanos>`; bump on a same-nanosecond collision.
@@ -180,10 +221,10 @@ fn create(state: &mut State, spec: EmitSpec, corr: String) -> EventRef {
     };
     let ev = state.create(ev).expect("event names are made unique above");
     let key = (spec.event_namespace.clone(), name);
-    state.events.correlator.insert(corr.clone(), key.clone());
+    state.events.correlator.insert(corr, key.clone());
     state.events.by_key.insert(key.clone(), (uid_num, corr));
     state.events.by_uid.insert(uid_num, key);
-    log_occurrence(state, uid_num, &ev)
+    Occ::of(&ev).log(state, uid_num)
 }
 
 /// Deletes an Event by uid (watchers get DELETED). Returns whether it existed.

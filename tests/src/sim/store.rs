@@ -57,8 +57,8 @@ pub(crate) struct Snapshot {
     pub(crate) rv: u64,
     pub(crate) key: Key,
     pub(crate) json: Bytes,
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) fields: Vec<(&'static str, String)>,
+    pub(crate) labels: Arc<BTreeMap<String, String>>,
+    pub(crate) fields: Arc<Vec<(&'static str, String)>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,8 +185,8 @@ fn snapshot<T: SimObject>(obj: &T, rv: u64) -> Arc<Snapshot> {
         rv,
         key,
         json: Bytes::from(json),
-        labels: meta.labels.clone().unwrap_or_default(),
-        fields,
+        labels: Arc::new(meta.labels.clone().unwrap_or_default()),
+        fields: Arc::new(fields),
     })
 }
 
@@ -342,6 +342,36 @@ impl State {
         let mut obj = self.get::<T>(ns, name)?.clone();
         f(&mut obj);
         self.update(obj, None).ok()
+    }
+
+    /// Mutates the stored object in place (no copy of the object), for hot paths such as
+    /// event repeats whose selectable fields and labels cannot change.
+    pub(crate) fn modify_same_selectors<T: SimObject, R>(
+        &mut self,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Option<(R, Arc<Snapshot>)> {
+        let key = (ns.to_string(), name.to_string());
+        let rv = self.rv + 1;
+        let entry = self.tables[T::STORE_KIND as usize].objects.get_mut(&key)?;
+        let obj = entry.typed.downcast_mut::<T>()?;
+        let out = f(obj);
+        obj.metadata_mut().resource_version = Some(rv.to_string());
+        let prev = entry.snap.clone();
+        let json = serde_json::to_vec(&*obj).expect("k8s-openapi objects always serialize");
+        let snap = Arc::new(Snapshot {
+            rv,
+            key: prev.key.clone(),
+            json: Bytes::from(json),
+            labels: prev.labels.clone(),
+            fields: prev.fields.clone(),
+        });
+        entry.snap = snap.clone();
+        entry.written = Instant::now();
+        self.rv = rv;
+        self.record(T::STORE_KIND, ChangeType::Modified, snap.clone(), Some(prev));
+        Some((out, snap))
     }
 
     /// Deletes an object; watchers get DELETED with the final state at a new resourceVersion.
