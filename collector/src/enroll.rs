@@ -269,12 +269,13 @@ pub async fn renew_handler(
     conn: Option<Extension<ConnInfo>>,
     body: Body,
 ) -> Result<Json<IssuedAgent>, ApiError> {
-    let Some(identity) = conn.as_ref().and_then(|c| c.identity.clone()) else {
+    let Some(Extension(info)) = &conn else {
         return Err(ApiError::unauthorized(
             "client_certificate_required",
             "POST /v1/renew needs the agent's current client certificate; enroll with a token if it expired",
         ));
     };
+    let identity = info.live_identity("POST /v1/renew")?;
     let raw = read_limited(body, MAX_BODY).await?;
     let req: RenewRequest = json_body(&raw)?;
     let (issued, record) = sign(&state.ca, &req.csr, &identity, state.limits.cert_ttl)?;

@@ -57,13 +57,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<IngestResponse, ApiError> {
-    let Some(identity) = conn.identity.clone() else {
-        return Err(ApiError::unauthorized(
-            "client_certificate_required",
-            "POST /v1/ingest needs the agent's client certificate from this collector's CA \
-             (podwarn-collector cert issue, or token enrollment)",
-        ));
-    };
+    let identity = conn.live_identity("POST /v1/ingest")?;
     check_content_type(headers)?;
     let encoding = content_encoding(headers)?;
     let raw = read_limited(body, state.limits.max_body).await?;

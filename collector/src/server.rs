@@ -54,6 +54,32 @@ pub struct ConnInfo {
     pub identity: Option<AgentIdentity>,
     /// The peer address.
     pub remote: SocketAddr,
+    /// When the client certificate expires (µs since the epoch). TLS checks
+    /// validity only at the handshake; handlers check it per request so a
+    /// long-lived keep-alive connection cannot outlive its certificate.
+    pub cert_expires_us: Option<i64>,
+}
+
+impl ConnInfo {
+    /// The verified agent identity, refused once its certificate has expired.
+    pub fn live_identity(&self, path: &str) -> Result<AgentIdentity, ApiError> {
+        let Some(identity) = self.identity.clone() else {
+            return Err(ApiError::unauthorized(
+                "client_certificate_required",
+                format!(
+                    "{path} needs the agent's client certificate from this collector's CA \
+                     (token enrollment, or podwarn-collector cert issue)"
+                ),
+            ));
+        };
+        if self.cert_expires_us.is_some_and(|t| t <= crate::store::now_us()) {
+            return Err(ApiError::unauthorized(
+                "certificate_expired",
+                "the client certificate has expired: enroll again with a token",
+            ));
+        }
+        Ok(identity)
+    }
 }
 
 /// The router. Tests drive it with `oneshot`; [`serve`] puts it behind TLS.
@@ -146,13 +172,14 @@ pub async fn serve(
                     return;
                 }
             };
-            let identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|cert| AgentIdentity::from_cert_der(cert));
-            let conn_info = ConnInfo { identity, remote };
+            let peer = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+            let identity = peer.and_then(|cert| AgentIdentity::from_cert_der(cert));
+            let cert_expires_us = peer.and_then(|cert| crate::tls::cert_not_after_us(cert));
+            let conn_info = ConnInfo {
+                identity,
+                remote,
+                cert_expires_us,
+            };
             let service = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(conn_info.clone());
                 req

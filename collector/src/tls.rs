@@ -152,6 +152,12 @@ impl AgentIdentity {
     }
 }
 
+/// When a DER certificate stops being valid, in microseconds since the epoch.
+pub fn cert_not_after_us(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    cert.validity().not_after.timestamp().checked_mul(1_000_000)
+}
+
 /// A freshly signed agent certificate.
 #[derive(Debug, Clone)]
 pub struct IssuedCert {

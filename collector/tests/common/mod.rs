@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_podwarn-collector");
@@ -19,21 +19,85 @@ pub struct Collector {
     pub dir: PathBuf,
     pub admin_token: String,
     pub ca_pem: Vec<u8>,
+    /// Everything the serve process printed (stdout and stderr), and every
+    /// command run through [`Collector::cli`] (each with its own output).
+    pub output: Arc<Mutex<Vec<Printed>>>,
+}
+
+/// What one process printed.
+#[derive(Debug, Clone)]
+pub struct Printed {
+    /// `serve`, or the command line of a CLI run.
+    pub what: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A finished CLI command.
+#[derive(Debug, Clone)]
+pub struct CliOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a CLI command on `data_dir` (`--data-dir` is appended).
+pub fn cli(data_dir: &Path, args: &[&str]) -> CliOutput {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("run podwarn-collector");
+    CliOutput {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The token printed by `token create`.
+pub fn token_of(out: &CliOutput) -> String {
+    assert!(out.success, "token create failed: {}", out.stderr);
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token:"))
+        .map(|t| t.trim().to_owned())
+        .unwrap_or_else(|| panic!("no token in {}", out.stdout))
 }
 
 impl Collector {
     /// Starts `serve` on a free port and waits until it listens.
     pub fn start(dir: &Path, extra: &[&str]) -> Collector {
+        Self::start_logging(dir, extra, "warn")
+    }
+
+    /// Starts `serve` with `RUST_LOG` set to `log`, capturing all it prints.
+    pub fn start_logging(dir: &Path, extra: &[&str], log: &str) -> Collector {
         let mut child = Command::new(BIN)
             .args(["serve", "--data-dir"])
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn podwarn-collector");
+        let output = Arc::new(Mutex::new(vec![Printed {
+            what: "serve".into(),
+            stdout: String::new(),
+            stderr: String::new(),
+        }]));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[collector] {line}");
+                sink.lock().unwrap()[0].stderr.push_str(&format!("{line}\n"));
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
@@ -41,12 +105,18 @@ impl Collector {
                 .next()
                 .expect("collector exited before listening")
                 .expect("read collector stdout");
+            output.lock().unwrap()[0].stdout.push_str(&format!("{line}\n"));
             if let Some(url) = line.strip_prefix("podwarn-collector listening on ") {
                 break url.to_owned();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap()[0].stdout.push_str(&format!("{line}\n"));
+            }
+        });
         let admin_token = std::fs::read_to_string(dir.join("admin.token"))
             .expect("admin token")
             .trim()
@@ -58,7 +128,81 @@ impl Collector {
             dir: dir.to_owned(),
             admin_token,
             ca_pem,
+            output,
         }
+    }
+
+    /// Runs a CLI command on this data directory and records what it printed.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        let out = cli(&self.dir, args);
+        self.output.lock().unwrap().push(Printed {
+            what: args.join(" "),
+            stdout: out.stdout.clone(),
+            stderr: out.stderr.clone(),
+        });
+        out
+    }
+
+    /// `token create --cluster CLUSTER` plus `extra`; returns the token.
+    pub fn create_token(&self, cluster: &str, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--cluster", cluster];
+        args.extend_from_slice(extra);
+        token_of(&self.cli(&args))
+    }
+
+    /// `apikey create`; returns the key.
+    pub fn create_apikey(&self, tenant: Option<&str>, role: &str) -> String {
+        let mut args = vec!["apikey", "create", "--role", role];
+        if let Some(t) = tenant {
+            args.extend_from_slice(&["--tenant", t]);
+        }
+        let out = self.cli(&args);
+        assert!(out.success, "apikey create failed: {}", out.stderr);
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with("pwk_"))
+            .unwrap_or_else(|| panic!("no key in {}", out.stdout))
+            .to_owned()
+    }
+
+    /// An HTTPS client with `key` as its bearer token.
+    pub fn with_key(&self, key: &str) -> Admin {
+        Admin {
+            client: client(&self.ca_pem, None),
+            url: self.url.clone(),
+            token: key.to_owned(),
+        }
+    }
+
+    /// POSTs an enrollment with a fresh key; returns (status, body, key PEM).
+    pub async fn enroll(&self, token: &str) -> (u16, Value, String) {
+        let (key, csr) = podwarn_collector::tls::new_key_and_csr().unwrap();
+        let (status, body) = self.enroll_csr(token, &csr).await;
+        (status, body, key)
+    }
+
+    /// POSTs an enrollment with the given CSR; returns (status, body).
+    pub async fn enroll_csr(&self, token: &str, csr: &str) -> (u16, Value) {
+        let r = client(&self.ca_pem, None)
+            .post(format!("{}/v1/enroll", self.url))
+            .json(&json!({"token": token, "csr": csr, "agent_version": "test"}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Enrolls with `token` and returns an ingest client holding the new certificate.
+    pub async fn enrolled_agent(&self, token: &str) -> (Agent, Value, String) {
+        let (status, body, key) = self.enroll(token).await;
+        assert_eq!(status, 200, "{body}");
+        let cert = body["cert"].as_str().unwrap().to_owned();
+        let agent = Agent {
+            client: client(&self.ca_pem, Some((cert.as_bytes(), key.as_bytes()))),
+            url: self.url.clone(),
+        };
+        (agent, body, key)
     }
 
     /// SIGKILL, no chance to clean up.
@@ -99,6 +243,11 @@ impl Drop for Collector {
 
 /// Runs `cert issue` for `cluster` into a fresh folder inside the data dir's parent.
 pub fn issue_cert(data_dir: &Path, cluster: &str) -> PathBuf {
+    issue_cert_with(data_dir, cluster, &[])
+}
+
+/// `cert issue` with extra flags (`--tenant`, `--ttl` …).
+pub fn issue_cert_with(data_dir: &Path, cluster: &str, extra: &[&str]) -> PathBuf {
     let out = data_dir
         .parent()
         .unwrap()
@@ -108,6 +257,7 @@ pub fn issue_cert(data_dir: &Path, cluster: &str) -> PathBuf {
         .arg(data_dir)
         .args(["--cluster", cluster, "--out"])
         .arg(&out)
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .status()
@@ -171,6 +321,20 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// POST a JSON body with the bearer token; returns (status, JSON body).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// GET a path with the admin token; returns (status, JSON body).
     pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
         let r = self
@@ -286,4 +450,56 @@ impl Warning {
     pub fn json(self) -> Value {
         self.0
     }
+}
+
+/// Accepts any server certificate: only for fetching `/v1/ca`, whose answer
+/// the caller then checks against the CA pin (what an agent does first).
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client that trusts no CA yet (for the pin check before enrollment).
+pub fn unverified_client() -> reqwest::Client {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
