@@ -6,6 +6,7 @@
 //! an action is recorded if and only if it happened. Every refusal is decided
 //! before anything is written, so a refused job never aborts its group.
 
+use super::cluster::{cluster_is_free, purge_step, remove_cluster};
 use super::schema::*;
 use super::writer::{State, Tables, check_agent};
 use super::{Result, StoreError, now_us};
@@ -148,9 +149,6 @@ pub struct PurgeOutcome {
     /// Whether more remains.
     pub more: bool,
 }
-
-/// Most records one purge transaction deletes, so ingest never waits long.
-const PURGE_BUDGET: usize = 2000;
 
 /// Checks a presented token secret against its record, in constant time.
 /// A wrong secret and an unknown id give the same answer.
@@ -326,15 +324,15 @@ pub(super) fn apply(t: &mut Tables<'_>, state: &mut State, job: AccessJob) -> Re
 }
 
 /// Who and where, for the audit entries of one job.
-struct Audit {
+pub(super) struct Audit {
     actor: String,
     source: String,
-    now: i64,
+    pub(super) now: i64,
 }
 
 impl Audit {
     #[allow(clippy::too_many_arguments)]
-    fn write(
+    pub(super) fn write(
         &mut self,
         t: &mut Tables<'_>,
         state: &mut State,
@@ -364,11 +362,11 @@ fn ts(us: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_microsecond(us).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
-fn not_found(what: &'static str, id: &str) -> StoreError {
+pub(super) fn not_found(what: &'static str, id: &str) -> StoreError {
     Refusal::NotFound { what, id: id.into() }.into()
 }
 
-type KvTable<'t> = Table<'t, &'static str, &'static [u8]>;
+pub(super) type KvTable<'t> = Table<'t, &'static str, &'static [u8]>;
 
 fn get<T: DeserializeOwned>(table: &KvTable<'_>, key: &str) -> Result<Option<T>> {
     match table.get(key)? {
@@ -390,30 +388,8 @@ fn get_visible<T: DeserializeOwned>(
         .ok_or_else(|| not_found(what, key))
 }
 
-fn put<T: serde::Serialize>(table: &mut KvTable<'_>, key: &str, rec: &T) -> Result<()> {
+pub(super) fn put<T: serde::Serialize>(table: &mut KvTable<'_>, key: &str, rec: &T) -> Result<()> {
     table.insert(key, encode(rec).as_slice())?;
-    Ok(())
-}
-
-/// A cluster name is global: refuse to bind it to a second tenant, which
-/// would let that tenant's agents write into (and read) the first one's data.
-fn cluster_is_free(t: &Tables<'_>, state: &State, cluster: &str, tenant: &str) -> Result<()> {
-    let taken = |other: &str| {
-        Refusal::Conflict(format!(
-            "cluster {cluster:?} belongs to tenant {other:?}: cluster names are unique across tenants, choose another"
-        ))
-    };
-    if let Some((_, rec)) = state.clusters.get(cluster)
-        && rec.tenant != tenant
-    {
-        return Err(taken(&rec.tenant).into());
-    }
-    for row in t.tokens.iter()? {
-        let tok: TokenRecord = decode(row?.1.value())?;
-        if tok.cluster == cluster && tok.tenant != tenant && tok.revoked_us.is_none() {
-            return Err(taken(&tok.tenant).into());
-        }
-    }
     Ok(())
 }
 
@@ -424,119 +400,4 @@ fn register(t: &mut Tables<'_>, state: &mut State, agent: &AgentRecord) -> Resul
     }
     state.cluster_id(&agent.cluster, &agent.tenant);
     put(&mut t.agents, &agent.agent_id, agent)
-}
-
-fn remove_cluster(
-    t: &mut Tables<'_>,
-    state: &mut State,
-    log: &mut Audit,
-    cluster: &str,
-    scope: &Option<String>,
-) -> Result<AccessOutcome> {
-    let mut agents = Vec::new();
-    for row in t.agents.iter()? {
-        let agent: AgentRecord = decode(row?.1.value())?;
-        if agent.cluster == cluster {
-            agents.push(agent);
-        }
-    }
-    let mut tokens = Vec::new();
-    for row in t.tokens.iter()? {
-        let tok: TokenRecord = decode(row?.1.value())?;
-        if tok.cluster == cluster {
-            tokens.push(tok);
-        }
-    }
-    let tenant = state
-        .clusters
-        .get(cluster)
-        .map(|(_, c)| c.tenant.clone())
-        .or_else(|| agents.first().map(|a| a.tenant.clone()))
-        .or_else(|| tokens.first().map(|t| t.tenant.clone()));
-    let Some(tenant) = tenant.filter(|t| scope.as_ref().is_none_or(|s| s == t)) else {
-        return Err(not_found("cluster", cluster));
-    };
-    let (mut revoked_agents, mut revoked_tokens) = (0, 0);
-    for mut agent in agents.into_iter().filter(|a| a.revoked_us.is_none()) {
-        agent.revoked_us = Some(log.now);
-        put(&mut t.agents, &agent.agent_id, &agent)?;
-        revoked_agents += 1;
-    }
-    for mut tok in tokens.into_iter().filter(|t| t.revoked_us.is_none()) {
-        tok.revoked_us = Some(log.now);
-        put(&mut t.tokens, &tok.id, &tok)?;
-        revoked_tokens += 1;
-    }
-    let detail = format!("{revoked_agents} agents and {revoked_tokens} tokens revoked");
-    log.write(
-        t,
-        state,
-        "cluster.remove",
-        &tenant,
-        Some(cluster),
-        cluster,
-        Some(detail),
-    )?;
-    Ok(AccessOutcome::ClusterRemoved {
-        tenant,
-        agents: revoked_agents,
-        tokens: revoked_tokens,
-    })
-}
-
-/// Deletes up to [`PURGE_BUDGET`] events, then incidents, of a cluster; when
-/// none are left, the cluster record itself.
-fn purge_step(t: &mut Tables<'_>, state: &mut State, cluster: &str) -> Result<PurgeOutcome> {
-    let mut out = PurgeOutcome::default();
-    let Some((id, _)) = state.clusters.get(cluster).cloned() else {
-        return Ok(out);
-    };
-    let lo = index_key(Dim::Time, id, 0, i64::MIN, 0);
-    let hi = index_key(Dim::Time, id, 0, i64::MAX, u64::MAX);
-    let mut doomed = Vec::new();
-    for row in t.index.range(lo.as_slice()..=hi.as_slice())? {
-        if doomed.len() == PURGE_BUDGET {
-            out.more = true;
-            break;
-        }
-        doomed.push(position_of(row?.0.value()).1);
-    }
-    for seq in doomed {
-        let Some(bytes) = t.events.remove(seq)? else { continue };
-        let ev: EventRecord = decode(bytes.value())?;
-        drop(bytes);
-        for key in index_entries(&ev, seq) {
-            t.index.remove(key.as_slice())?;
-        }
-        t.uids.remove(uid_key(ev.cluster, &ev.uid).as_slice())?;
-        out.events += 1;
-    }
-    if out.more {
-        return Ok(out);
-    }
-    let mut doomed = Vec::new();
-    for row in t.incident_index.range(lo.as_slice()..=hi.as_slice())? {
-        if doomed.len() == PURGE_BUDGET {
-            out.more = true;
-            break;
-        }
-        doomed.push(position_of(row?.0.value()));
-    }
-    for (last_seen, incident) in doomed {
-        let Some(bytes) = t.incidents.remove(incident)? else {
-            continue;
-        };
-        let rec: IncidentRecord = decode(bytes.value())?;
-        drop(bytes);
-        for key in incident_entries(&rec, incident, last_seen) {
-            t.incident_index.remove(key.as_slice())?;
-        }
-        out.incidents += 1;
-    }
-    if !out.more {
-        t.clusters.remove(id)?;
-        t.cluster_ids.remove(cluster)?;
-        state.clusters.remove(cluster);
-    }
-    Ok(out)
 }

@@ -8,6 +8,7 @@
 
 mod access;
 mod access_read;
+mod cluster;
 mod reader;
 pub mod schema;
 mod writer;
