@@ -214,6 +214,50 @@ async fn bookmarks_initial_events_and_timeout_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_watch_sends_nothing_until_cleared_then_the_backlog() {
+    let env = start(SimConfig {
+        bookmark_interval: Duration::from_millis(50),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = env.sim.cluster();
+    let pod = c.create(&Workload::pod("default", "p")).unwrap().remove(0);
+    let api = Api::<Event>::all(client(&env).await);
+    let rv = c.resource_version().to_string();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(20), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    env.sim.faults().stall_watches(None);
+    let ev = c
+        .emit_warning(&pod, "BackOff", "Back-off restarting failed container p", Some("p"))
+        .unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(600), stream.next()).await;
+    assert!(
+        quiet.is_err(),
+        "a stalled stream sends nothing, not even bookmarks: {quiet:?}"
+    );
+    env.sim.faults().clear_stall();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Added(e)) => assert_eq!(e.metadata.uid.as_deref(), Some(ev.uid.as_str())),
+        other => panic!("expected the backlog, got {other:?}"),
+    }
+    // A timed stall ends by itself.
+    env.sim.faults().stall_watches(Some(Duration::from_millis(300)));
+    c.repeat_event(&ev.uid).unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(next, Some(WatchEvent::Modified(_)) | Some(WatchEvent::Bookmark(_))),
+        "{next:?}"
+    );
+    env.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_expire_after_their_ttl_with_deleted_to_watchers() {
     let env = start_default().await;
     let c = env.sim.cluster();

@@ -147,7 +147,7 @@ impl FaultHandle {
         self.faults().drop_gen.send_modify(|g| *g += 1);
     }
 
-    /// Stops watch streams from sending anything (not even bookmarks) for `duration`,
+    /// Stops watch streams, open and new, from sending anything (not even bookmarks) for `duration`,
     /// or until [`FaultHandle::clear_stall`] when `None`. Connections stay open.
     pub fn stall_watches(&self, duration: Option<Duration>) {
         let until = duration.map(|d| Instant::now() + d);

@@ -165,6 +165,16 @@ async fn run(
     let mut shutdown = sh.shutdown.subscribe();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
+    // A stalled server sends nothing on new streams either, not even their first frames.
+    if Faults::is_stalled(&stall) {
+        tokio::select! {
+            _ = Faults::wait_unstalled(&mut stall) => {}
+            _ = &mut deadline => return,
+            _ = dropped.changed() => return,
+            _ = tx.closed() => return,
+            _ = shutdown.changed() => return,
+        }
+    }
     let mut last_rv = match start {
         Start::Gone(frame) => {
             let _ = tx.send(frame).await;
