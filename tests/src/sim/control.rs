@@ -278,15 +278,17 @@ async fn fault(
 #[derive(Deserialize)]
 struct ScenarioReq {
     name: String,
+    /// Defaults to [`SimConfig::seed`](super::SimConfig).
     #[serde(default)]
-    seed: u64,
+    seed: Option<u64>,
     #[serde(default)]
     rate: Option<f64>,
 }
 
 async fn start_scenario(State(sh): Sh, Json(r): Json<ScenarioReq>) -> Reply {
     let s: Scenario = r.name.parse().map_err(|e: String| err(StatusCode::BAD_REQUEST, e))?;
-    cluster(&sh).start_scenario(s, r.seed, r.rate).map_err(sim_err)?;
+    let seed = r.seed.unwrap_or(sh.config.seed);
+    cluster(&sh).start_scenario(s, seed, r.rate).map_err(sim_err)?;
     ok(json!({ "scenario": s.name() }))
 }
 

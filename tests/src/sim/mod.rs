@@ -61,7 +61,7 @@ pub struct SimConfig {
     pub watch_window: usize,
     /// How often watches that allow bookmarks get a BOOKMARK.
     pub bookmark_interval: Duration,
-    /// Seed for scenario generators.
+    /// Default seed for scenarios started through the control endpoint without one.
     pub seed: u64,
     /// Namespace written to the in-cluster `namespace` file.
     pub namespace: String,
