@@ -6,6 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A flag value the collector cannot run with; `main` exits with code 64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
 /// podwarn-collector: remembers every Pod warning your agents send.
 #[derive(Debug, Parser)]
 #[command(name = "podwarn-collector", version, about, long_about = None)]

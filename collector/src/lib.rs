@@ -53,7 +53,10 @@ pub fn serve_info_path(data_dir: &Path) -> PathBuf {
 pub async fn serve(args: ServeArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let dir = &args.data.data_dir;
     if args.cert_ttl < enroll::MIN_CERT_TTL || args.cert_ttl > enroll::MAX_CERT_TTL {
-        anyhow::bail!("--cert-ttl must be between 1m and 366d");
+        return Err(config::ConfigError("--cert-ttl must be between 1m and 366d".into()).into());
+    }
+    if args.enroll_failures_per_minute == 0 {
+        return Err(config::ConfigError("--enroll-failures-per-minute must be at least 1".into()).into());
     }
     create_private_dir(dir)?;
     let store = store::Store::open(&store_path(dir)).map_err(|e| match e {

@@ -43,7 +43,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<podwarn_collector::names::InvalidName>().is_some() {
+            if e.downcast_ref::<podwarn_collector::names::InvalidName>().is_some()
+                || e.downcast_ref::<podwarn_collector::config::ConfigError>().is_some()
+            {
                 ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE

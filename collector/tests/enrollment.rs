@@ -310,3 +310,42 @@ async fn the_ca_endpoint_serves_the_pinned_ca_and_renewal_keeps_the_identity_unt
     assert_eq!(actions, ["agent.revoke", "agent.renew"]);
     assert!(audit["next_cursor"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invariant_7_bad_enrollment_requests_are_refused_precisely_and_spend_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&tmp.path().join("data"), &[]);
+    let token = collector.create_token("prod-eu", &["--uses", "1"]);
+    let http = common::client(&collector.ca_pem, None);
+    let url = format!("{}/v1/enroll", collector.url);
+    let post = |body: Vec<u8>| {
+        let request = http.post(&url).header("content-type", "application/json").body(body);
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = post(b"{\"token\": ".to_vec()).await;
+    assert_eq!((status, code(&body)), (400, "invalid_json"));
+    let (status, body) = post(serde_json::to_vec(&serde_json::json!({"token": token})).unwrap()).await;
+    assert_eq!((status, code(&body)), (400, "invalid_body"), "{body}");
+    let (status, body) = post(vec![b' '; 100 * 1024]).await;
+    assert_eq!((status, code(&body)), (413, "payload_too_large"));
+    // The right token with an unusable CSR: refused, and the use is not spent.
+    let (status, body) = collector
+        .enroll_csr(&token, "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n")
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid_csr"), "{body}");
+    let (_, tokens) = collector.admin().get("/v1/admin/tokens").await;
+    assert_eq!(tokens["items"][0]["used"], 0);
+    assert_eq!(collector.enroll(&token).await.0, 200);
+
+    // A lifetime the collector cannot sign is a configuration error (exit 64).
+    let status = std::process::Command::new(common::BIN)
+        .args(["serve", "--cert-ttl", "1s", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("other"))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(64));
+}

@@ -79,8 +79,8 @@ impl TokenView {
     }
 }
 
-/// A new token: the only time its secret is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A new token: the only time its secret is shown. `Debug` hides it.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct CreatedToken {
     /// `pw1.<id>.<secret>`.
     pub token: String,
@@ -164,8 +164,8 @@ impl From<ApiKeyRecord> for ApiKeyView {
     }
 }
 
-/// A new API key: the only time it is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A new API key: the only time it is shown. `Debug` hides it.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct CreatedApiKey {
     /// `pwk_…`: the bearer token.
     pub key: String,
@@ -228,5 +228,24 @@ impl AuditView {
             source: r.source,
             detail: r.detail,
         }
+    }
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("token", &"<redacted>")
+            .field("ca_pin", &self.ca_pin)
+            .field("view", &self.view)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedApiKey")
+            .field("key", &"<redacted>")
+            .field("view", &self.view)
+            .finish()
     }
 }

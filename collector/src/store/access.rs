@@ -117,6 +117,16 @@ pub enum AccessOp {
     },
 }
 
+impl AccessOp {
+    /// The cluster whose record this change may create, if any.
+    pub fn registers_cluster(&self) -> Option<&str> {
+        match self {
+            AccessOp::Enroll { agent, .. } | AccessOp::IssueCert(agent) => Some(&agent.cluster),
+            _ => None,
+        }
+    }
+}
+
 /// What an access change produced.
 #[derive(Debug, Clone)]
 pub enum AccessOutcome {

@@ -265,9 +265,9 @@ fn commit_group(db: &redb::Database, state: &mut State, group: Vec<Job>) -> (Vec
                         replies.push(Reply::Ingest(reply, r));
                     }
                     Job::Access { job, reply } => {
+                        // Registering an agent may create its cluster's record.
+                        dirty_clusters.extend(job.op.registers_cluster().map(str::to_owned));
                         let r = super::access::apply(&mut t, state, job);
-                        // Enrollment may have created a cluster; rewriting them all is cheap.
-                        dirty_clusters.extend(state.clusters.keys().cloned());
                         if let Err(StoreError::Storage(_) | StoreError::Corrupt(_)) = &r {
                             replies.push(Reply::Access(reply, Err(StoreError::Storage("aborted".into()))));
                             return r.map(|_| ());
