@@ -283,3 +283,55 @@ async fn stale_watch_is_410_unless_the_104171_bug_is_switched_on() {
     );
     env.sim.shutdown().await;
 }
+
+/// The agent's Pod-status path: an unfiltered Pod watcher sees each restart's
+/// `lastState.terminated`, even two restarts in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_watcher_sees_every_container_termination() {
+    use k8s_openapi::api::core::v1::Pod;
+    use podwarn_testkit::Termination;
+
+    let env = start(SimConfig::default()).await;
+    let c = env.sim.cluster();
+    let pod = c.create(&Workload::deployment("shop", "api")).unwrap().remove(0);
+    let api = Api::<Pod>::all(client(&env).await);
+    let seen = Arc::new(Mutex::new(Vec::<(String, i32, String)>::new()));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let (s, r) = (seen.clone(), ready.clone());
+    let task = tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(watcher::Event::InitDone) => {
+                    r.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    for cs in p.status.and_then(|s| s.container_statuses).unwrap_or_default() {
+                        if let Some(t) = cs.last_state.and_then(|l| l.terminated) {
+                            let id = t.container_id.unwrap_or_default();
+                            let entry = (t.reason.unwrap_or_default(), t.exit_code, id);
+                            let mut s = s.lock().unwrap();
+                            if !s.contains(&entry) {
+                                s.push(entry);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    assert!(eventually(Duration::from_secs(10), || ready.load(Ordering::Relaxed) >= 1).await);
+    c.restart_container(&pod, "api", Termination::OOMKilled).unwrap();
+    c.restart_container(&pod, "api", Termination::Error { exit_code: 3 })
+        .unwrap();
+    let both = eventually(Duration::from_secs(10), || seen.lock().unwrap().len() == 2).await;
+    let got = seen.lock().unwrap().clone();
+    assert!(both, "{got:?}");
+    assert_eq!((got[0].0.as_str(), got[0].1), ("OOMKilled", 137));
+    assert_eq!((got[1].0.as_str(), got[1].1), ("Error", 3));
+    assert_ne!(got[0].2, got[1].2, "each run has its own containerID");
+    assert_eq!(c.stored_events(), 0, "no Event for either");
+    task.abort();
+    env.sim.shutdown().await;
+}
