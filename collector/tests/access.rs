@@ -42,8 +42,8 @@ async fn invariant_5_a_revoked_agent_is_refused_at_the_next_request_on_an_open_c
 async fn certificates_from_another_ca_and_expired_certificates_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    // Issued offline with a 2 s lifetime (test-only flag), before the server starts.
-    let short = common::issue_cert_with(&dir, "prod-eu", &["--ttl", "2s", "--insecure-short-ttl"]);
+    // Issued offline with a 6 s lifetime (test-only flag), before the server starts.
+    let short = common::issue_cert_with(&dir, "prod-eu", &["--ttl", "6s", "--insecure-short-ttl"]);
     let foreign = common::issue_cert(&tmp.path().join("other-collector"), "prod-eu");
     let collector = Collector::start(&dir, &[]);
 
@@ -59,7 +59,15 @@ async fn certificates_from_another_ca_and_expired_certificates_are_refused() {
     // Valid now, on a connection that stays open …
     let open = collector.agent(&short);
     assert_eq!(open.send(&[warning("ok").json()]).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let pem = std::fs::read(short.join("tls.crt")).unwrap();
+    let der = rustls_pemfile::certs(&mut &pem[..]).next().unwrap().unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let expires = parsed.validity().not_after.timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    tokio::time::sleep(Duration::from_secs((expires - now).max(0) as u64 + 2)).await;
     // … refused per request once expired, even on that connection …
     let (status, body) = open.send(&[warning("late").json()]).await;
     assert_eq!((status, code(&body)), (401, "certificate_expired"), "{body}");
@@ -221,4 +229,62 @@ async fn cluster_remove_revokes_its_agents_and_tokens_and_purge_deletes_only_its
     assert_eq!(audit["items"][0]["action"], "cluster.purge");
     assert_eq!(audit["items"][1]["action"], "cluster.remove");
     assert!(!collector.cli(&["cluster", "remove", "nope"]).success);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_commands_work_on_the_store_directly_when_no_server_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let run = |args: &[&str]| {
+        let out = common::cli(&dir, args);
+        assert!(out.success, "{args:?}: {}", out.stderr);
+        out.stdout
+    };
+    let token = common::token_of(&common::cli(
+        &dir,
+        &["token", "create", "--cluster", "prod-eu", "--uses", "5"],
+    ));
+    let token_id = token.split('.').nth(1).unwrap().to_owned();
+    let cert = common::issue_cert(&dir, "old-cluster");
+    let listed = run(&["agent", "list"]);
+    let agent_id = listed
+        .lines()
+        .find(|l| l.starts_with("old-cluster"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .to_owned();
+    run(&["agent", "revoke", &agent_id]);
+    let key_out = run(&["apikey", "create", "--role", "read"]);
+    let key = key_out.lines().find(|l| l.starts_with("pwk_")).unwrap().to_owned();
+    assert!(run(&["apikey", "list"]).contains(" read "));
+    assert!(run(&["token", "list"]).contains(&token_id));
+    assert!(run(&["cluster", "remove", "old-cluster"]).contains("0 agents and 0 tokens revoked"));
+    // An invalid name is a configuration error.
+    assert_eq!(
+        std::process::Command::new(common::BIN)
+            .args(["token", "create", "--cluster", "Prod EU", "--data-dir"])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .code(),
+        Some(64)
+    );
+
+    // The server sees what the commands did.
+    let collector = Collector::start(&dir, &[]);
+    assert_eq!(collector.agent(&cert).send(&[warning("z").json()]).await.0, 403);
+    let (agent, _, _) = collector.enrolled_agent(&token).await;
+    assert_eq!(agent.send(&[warning("p").json()]).await.0, 200);
+    assert_eq!(collector.with_key(&key).all_events("").await.len(), 1);
+    let (_, audit) = collector.admin().get("/v1/audit").await;
+    let actors: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors[0], format!("token:{token_id}"));
+    assert!(actors[1..].iter().all(|a| *a == "local-cli"), "{actors:?}");
+    assert!(collector.cli(&["token", "revoke", &token_id]).success);
+    assert_eq!(collector.enroll(&token).await.0, 403);
 }
