@@ -121,6 +121,21 @@ fn sign(ca: &Ca, csr: &str, identity: &AgentIdentity, ttl: Duration) -> Result<(
     Ok((agent, record))
 }
 
+fn count(outcome: &'static str) {
+    crate::ops::metrics()
+        .enrollments
+        .get_or_create(&crate::ops::OutcomeLabel { outcome })
+        .inc();
+}
+
+fn outcome<T>(result: &Result<T, ApiError>, ok: &'static str) -> &'static str {
+    match result {
+        Ok(_) => ok,
+        Err(e) if e.status.is_client_error() => "refused",
+        Err(_) => "failed",
+    }
+}
+
 fn new_agent_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
@@ -204,6 +219,7 @@ pub async fn enroll_handler(
         && let Err(wait) = state.limiter.check(ip)
     {
         tracing::info!(remote = %ip, "enrollment refused: too many failed attempts");
+        count("limited");
         return Err(ApiError::too_many(
             "too many failed enrollment attempts from this address: wait and retry with a valid token",
             wait.as_secs() + 1,
@@ -211,6 +227,7 @@ pub async fn enroll_handler(
     }
     let source = source_of(&conn);
     let result = enroll(&state, &source, body).await;
+    count(outcome(&result, "enrolled"));
     if let Err(e) = &result {
         tracing::info!(status = e.status.as_u16(), code = e.code, remote = %source, "enrollment refused");
         if e.status.is_client_error()
@@ -289,6 +306,7 @@ pub async fn renew_handler(
         source: source_of(&conn),
     };
     let result = state.store.access(job).await.map_err(ApiError::from);
+    count(outcome(&result, "renewed"));
     if let Err(e) = &result {
         tracing::info!(agent = %identity.agent_id, code = e.code, "renewal refused");
     } else {

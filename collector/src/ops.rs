@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU64;
 /// Label of an ingest request's outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// `stored`, `invalid`, `refused` or `failed`.
+    /// `stored`, `invalid`, `refused` or `failed` (ingest); see [`Metrics::enrollments`].
     pub outcome: &'static str,
 }
 
@@ -44,6 +44,9 @@ pub struct Metrics {
     pub queries: Family<EndpointLabel, Counter>,
     /// Bytes of the store file.
     pub store_bytes: Gauge<u64, AtomicU64>,
+    /// Enrollment and renewal requests by outcome (`enrolled`, `renewed`,
+    /// `refused`, `limited`, `failed`): a rise of `refused` is someone guessing.
+    pub enrollments: Family<OutcomeLabel, Counter>,
     registry: Registry,
 }
 
@@ -60,6 +63,10 @@ impl Metrics {
         let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let queries = Family::<EndpointLabel, Counter>::default();
         let store_bytes = Gauge::<u64, AtomicU64>::default();
+        let enrollments = Family::<OutcomeLabel, Counter>::default();
+        for outcome in ["enrolled", "renewed", "refused", "limited", "failed"] {
+            drop(enrollments.get_or_create(&OutcomeLabel { outcome }));
+        }
         let mut registry = Registry::with_prefix("podwarn");
         registry.register("ingest_requests", "Ingest requests by outcome", ingest_requests.clone());
         registry.register(
@@ -80,6 +87,11 @@ impl Metrics {
         );
         registry.register("query_requests", "Query requests by endpoint", queries.clone());
         registry.register("store_bytes", "Size of the store file in bytes", store_bytes.clone());
+        registry.register(
+            "enroll_requests",
+            "Enrollment and renewal requests by outcome",
+            enrollments.clone(),
+        );
         Self {
             ingest_requests,
             events_accepted,
@@ -88,6 +100,7 @@ impl Metrics {
             commit_seconds,
             queries,
             store_bytes,
+            enrollments,
             registry,
         }
     }

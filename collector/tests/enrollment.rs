@@ -218,6 +218,22 @@ async fn failed_enrollment_attempts_are_rate_limited_per_source() {
     assert!((1..=61).contains(&retry), "{retry}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(code(&body), "too_many_requests");
+    let metrics = common::client(&collector.ca_pem, None)
+        .get(format!("{}/metrics", collector.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("podwarn_enroll_requests_total{outcome=\"refused\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("podwarn_enroll_requests_total{outcome=\"limited\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
