@@ -271,6 +271,8 @@ impl Store {
 }
 
 #[cfg(test)]
+mod access_tests;
+#[cfg(test)]
 mod tests;
 
 /// Microseconds since the Unix epoch, now.

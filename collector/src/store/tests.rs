@@ -6,7 +6,7 @@ use crate::tls::AgentIdentity;
 use podwarn_shared::wire::AgentInfo;
 use podwarn_shared::{IncidentType, Severity, WarningEvent, Workload};
 
-fn identity() -> AgentIdentity {
+pub(super) fn identity() -> AgentIdentity {
     AgentIdentity {
         tenant: "default".into(),
         cluster: "prod".into(),
@@ -14,7 +14,7 @@ fn identity() -> AgentIdentity {
     }
 }
 
-async fn store_with_agent() -> (tempfile::TempDir, Store) {
+pub(super) async fn store_with_agent() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("s.redb")).unwrap();
     store
@@ -35,7 +35,7 @@ async fn store_with_agent() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-fn event(uid: &str, namespace: &str, workload: &str, last_seen_s: i64) -> WarningEvent {
+pub(super) fn event(uid: &str, namespace: &str, workload: &str, last_seen_s: i64) -> WarningEvent {
     let ts = jiff::Timestamp::from_second(last_seen_s).unwrap();
     WarningEvent {
         uid: uid.into(),
@@ -60,7 +60,7 @@ fn event(uid: &str, namespace: &str, workload: &str, last_seen_s: i64) -> Warnin
     }
 }
 
-fn batch(events: Vec<WarningEvent>) -> IngestBatch {
+pub(super) fn batch(events: Vec<WarningEvent>) -> IngestBatch {
     IngestBatch {
         agent: Some(AgentInfo {
             version: "t".into(),
