@@ -258,8 +258,9 @@ pub async fn apikey_create(args: ApikeyCreateArgs) -> anyhow::Result<()> {
     };
     let scope = created.view.tenant.as_deref().unwrap_or("every tenant");
     println!(
-        "API key {} ({:?} role, {scope}); shown only now, use it as `Authorization: Bearer <key>`:",
-        created.view.id, created.view.role
+        "API key {} ({} role, {scope}); shown only now, use it as `Authorization: Bearer <key>`:",
+        created.view.id,
+        format!("{:?}", created.view.role).to_lowercase()
     );
     println!("{}", created.key);
     Ok(())
