@@ -23,7 +23,8 @@
 //! # What it models, and where it stops
 //!
 //! - One global resourceVersion (like etcd); a bounded ring of changes per resource
-//!   ([`SimConfig::watch_window`]) is the watch cache. A watch from an older version gets a
+//!   ([`SimConfig::watch_window`] entries, at most [`SimConfig::watch_window_age`] old) is
+//!   the watch cache. A watch from an older version gets a
 //!   200 and an ERROR event with a 410 `Expired` Status (`too old resource version: X (Y)`),
 //!   as the real cacher answers; an Exact list or an expired `continue` gets HTTP 410.
 //!   `continue` pages are one consistent snapshot, rebuilt from the change ring.
@@ -64,6 +65,7 @@
 //! | `POST /_sim/pods/waiting` | `{namespace, pod, container?, reason, message}` | container waiting state |
 //! | `POST /_sim/pods/logs` | `{namespace, pod, container?, current, previous?}` | sets logs |
 //! | `POST /_sim/faults/drop-watches` | | [`FaultHandle::drop_all_watches`] |
+//! | `POST /_sim/faults/reset-connections` | | [`FaultHandle::reset_connections`] (100 ms later, so the answer gets out) |
 //! | `POST /_sim/faults/stall-watches` | `{millis?}` (absent: until cleared) | [`FaultHandle::stall_watches`] |
 //! | `POST /_sim/faults/clear-stall` | | |
 //! | `POST /_sim/faults/fail-requests` | `{status, millis, retry_after_secs?}` | [`FaultHandle::fail_requests`] |

@@ -258,6 +258,41 @@ async fn stalled_watch_sends_nothing_until_cleared_then_the_backlog() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_older_than_the_window_age_is_compacted() {
+    let env = start(SimConfig {
+        watch_window_age: Duration::from_millis(500),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = env.sim.cluster();
+    let pod = c.create(&Workload::pod("default", "p")).unwrap().remove(0);
+    let old = c.resource_version().to_string();
+    c.emit_warning(&pod, "BackOff", "Back-off restarting failed container p", Some("p"))
+        .unwrap();
+    let api = Api::<Event>::all(client(&env).await);
+    let mut fresh = api
+        .watch(&WatchParams::default().timeout(1), &old)
+        .await
+        .unwrap()
+        .boxed();
+    assert!(
+        matches!(fresh.try_next().await.unwrap(), Some(WatchEvent::Added(_))),
+        "still in the window"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut stale = api
+        .watch(&WatchParams::default().timeout(1), &old)
+        .await
+        .unwrap()
+        .boxed();
+    match stale.try_next().await.unwrap() {
+        Some(WatchEvent::Error(st)) => assert_eq!(st.code, 410),
+        other => panic!("expected 410 after compaction, got {other:?}"),
+    }
+    env.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_expire_after_their_ttl_with_deleted_to_watchers() {
     let env = start_default().await;
     let c = env.sim.cluster();
@@ -572,4 +607,49 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
     use base64::Engine as _;
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+}
+
+/// Reads a raw HTTP/1.1 watch until the server stops; returns everything received.
+async fn raw_watch_until_closed(addr: std::net::SocketAddr, stop: impl FnOnce()) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /api/v1/events?watch=true HTTP/1.1\r\nHost: sim\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tcp.read(&mut buf).await.unwrap();
+    let mut got = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert!(got.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{got}");
+    stop();
+    // Until the connection closes, or the chunked body ends (the connection stays alive).
+    while !got.ends_with("0\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("the stream ended in time")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_end_cleanly_and_reset_connections_cut_mid_stream() {
+    let env = start(SimConfig {
+        tls: false,
+        token: None,
+        ..SimConfig::default()
+    })
+    .await;
+    let f = env.sim.faults();
+    let clean = raw_watch_until_closed(env.sim.addr(), || f.drop_all_watches()).await;
+    assert!(
+        clean.ends_with("0\r\n\r\n"),
+        "a dropped watch ends its chunked body: {clean:?}"
+    );
+    let cut = raw_watch_until_closed(env.sim.addr(), || f.reset_connections()).await;
+    assert!(!cut.ends_with("0\r\n\r\n"), "a reset cuts the body short: {cut:?}");
+    env.sim.shutdown().await;
 }

@@ -184,6 +184,16 @@ async fn survive_faults(streaming: bool) {
     }
     all_seen(&c, &seen, "after dropped streams").await;
 
+    // Cut connections: the stream fails mid-body instead of ending cleanly.
+    for _ in 0..2 {
+        f.reset_connections();
+        em.fresh(2);
+        em.repeat(1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // kube-client reads a cut chunked stream as an unexpected EOF and resumes quietly.
+    all_seen(&c, &seen, "after reset connections").await;
+
     // 410 inside an open stream: it falls behind a compaction while stalled.
     f.stall_watches(None);
     em.fresh(4);

@@ -70,6 +70,12 @@ struct Args {
     /// Changes kept per resource for watch resumption before 410 Gone.
     #[arg(long, env = "PODWARN_SIM_WATCH_WINDOW", default_value_t = 20_000)]
     watch_window: usize,
+    /// Changes older than this are compacted away too (e.g. 5m).
+    #[arg(long, env = "PODWARN_SIM_WATCH_WINDOW_AGE", default_value = "5m", value_parser = parse_duration)]
+    watch_window_age: Duration,
+    /// BOOKMARK period on watches that allow them (e.g. 10s).
+    #[arg(long, env = "PODWARN_SIM_BOOKMARK_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    bookmark_interval: Duration,
     /// Log format: text or json.
     #[arg(long, env = "PODWARN_SIM_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -80,6 +86,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tls: !args.no_tls,
         event_ttl: args.event_ttl,
         watch_window: args.watch_window,
+        watch_window_age: args.watch_window_age,
+        bookmark_interval: args.bookmark_interval,
         seed: args.seed,
         ..SimConfig::default()
     };

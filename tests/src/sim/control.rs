@@ -246,6 +246,13 @@ async fn fault(
     let denial = || serde_json::from_value::<Denial>(v.clone()).map_err(|e| err(StatusCode::BAD_REQUEST, e));
     match name.as_str() {
         "drop-watches" => f.drop_all_watches(),
+        "reset-connections" => {
+            // Let this answer leave before its own connection is cut.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                f.reset_connections();
+            });
+        }
         "stall-watches" => f.stall_watches(millis(&v, "millis")),
         "clear-stall" => f.clear_stall(),
         "fail-requests" => {

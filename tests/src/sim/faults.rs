@@ -33,6 +33,7 @@ type Stall = Option<Option<Instant>>;
 #[derive(Debug)]
 pub(crate) struct Faults {
     drop_gen: watch::Sender<u64>,
+    reset_gen: watch::Sender<u64>,
     stall: watch::Sender<Stall>,
     failure: Mutex<Option<Failure>>,
     silent_stale: AtomicBool,
@@ -44,6 +45,7 @@ impl Default for Faults {
     fn default() -> Self {
         Self {
             drop_gen: watch::channel(0).0,
+            reset_gen: watch::channel(0).0,
             stall: watch::channel(None).0,
             failure: Mutex::new(None),
             silent_stale: AtomicBool::new(false),
@@ -63,6 +65,11 @@ impl Faults {
         let mut rx = self.drop_gen.subscribe();
         rx.borrow_and_update();
         rx
+    }
+
+    /// Changes when every connection must be cut.
+    pub(crate) fn reset_signal(&self) -> watch::Receiver<u64> {
+        self.reset_gen.subscribe()
     }
 
     pub(crate) fn stall_signal(&self) -> watch::Receiver<Stall> {
@@ -145,6 +152,12 @@ impl FaultHandle {
     /// Ends every open watch stream now (clients see the response end and re-watch).
     pub fn drop_all_watches(&self) {
         self.faults().drop_gen.send_modify(|g| *g += 1);
+    }
+
+    /// Cuts every open connection without an HTTP-level goodbye (a network blip or an
+    /// API server restart): open watches fail mid-stream instead of ending cleanly.
+    pub fn reset_connections(&self) {
+        self.faults().reset_gen.send_modify(|g| *g += 1);
     }
 
     /// Stops watch streams, open and new, from sending anything (not even bookmarks) for `duration`,

@@ -59,6 +59,8 @@ pub struct SimConfig {
     pub event_ttl: Duration,
     /// Changes kept per resource kind for watch resumption; an older resourceVersion is 410.
     pub watch_window: usize,
+    /// Changes older than this are forgotten too (etcd compacts every 5 minutes).
+    pub watch_window_age: Duration,
     /// How often watches that allow bookmarks get a BOOKMARK.
     pub bookmark_interval: Duration,
     /// Default seed for scenarios started through the control endpoint without one.
@@ -75,6 +77,7 @@ impl Default for SimConfig {
             user: "system:serviceaccount:podwarn:podwarn-agent".to_string(),
             event_ttl: Duration::from_secs(3600),
             watch_window: 20_000,
+            watch_window_age: Duration::from_secs(300),
             bookmark_interval: Duration::from_secs(10),
             seed: 0,
             namespace: "podwarn".to_string(),
@@ -134,6 +137,7 @@ impl Simulator {
             router,
             tls.as_ref().map(|t| t.acceptor.clone()),
             shutdown_rx,
+            shared.faults.reset_signal(),
         ));
         let sweeper = tokio::spawn(sweep(shared.clone()));
         Ok(Simulator {
@@ -223,7 +227,7 @@ impl Drop for Simulator {
     }
 }
 
-/// Deletes Events past their TTL, once a second.
+/// Twice a second: deletes Events past their TTL and compacts history past its age.
 async fn sweep(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut shutdown = shared.shutdown.subscribe();
@@ -233,6 +237,12 @@ async fn sweep(shared: Arc<Shared>) {
             _ = shutdown.changed() => return,
         }
         let ttl = *shared.event_ttl.lock().unwrap_or_else(|e| e.into_inner());
-        shared.store.write(|s| events::expire(s, ttl));
+        let age = shared.config.watch_window_age;
+        shared.store.write(|s| {
+            events::expire(s, ttl);
+            if let Some(cutoff) = std::time::Instant::now().checked_sub(age) {
+                s.compact_before(cutoff);
+            }
+        });
     }
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-async fn serve_io<I>(io: I, router: Router, mut shutdown: watch::Receiver<bool>)
+async fn serve_io<I>(io: I, router: Router, mut shutdown: watch::Receiver<bool>, mut reset: watch::Receiver<u64>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -20,6 +20,8 @@ where
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
+        // Dropping the connection closes the socket mid-stream.
+        _ = reset.changed() => return,
         _ = wait_true(&mut shutdown) => {}
     }
     conn.as_mut().graceful_shutdown();
@@ -36,6 +38,7 @@ pub(crate) async fn run(
     router: Router,
     tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
+    reset: watch::Receiver<u64>,
 ) {
     loop {
         let (tcp, peer) = tokio::select! {
@@ -53,13 +56,15 @@ pub(crate) async fn run(
         let router = router.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
+        let mut reset = reset.clone();
+        reset.borrow_and_update();
         tokio::spawn(async move {
             match tls {
                 Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => serve_io(stream, router, shutdown).await,
+                    Ok(stream) => serve_io(stream, router, shutdown, reset).await,
                     Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 },
-                None => serve_io(tcp, router, shutdown).await,
+                None => serve_io(tcp, router, shutdown, reset).await,
             }
         });
     }

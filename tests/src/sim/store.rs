@@ -72,6 +72,7 @@ pub(crate) enum ChangeType {
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
     pub(crate) rv: u64,
+    pub(crate) at: Instant,
     pub(crate) ty: ChangeType,
     pub(crate) obj: Arc<Snapshot>,
     pub(crate) prev: Option<Arc<Snapshot>>,
@@ -258,6 +259,7 @@ impl State {
         let table = self.table_mut(kind);
         table.history.push_back(Change {
             rv: obj.rv,
+            at: Instant::now(),
             ty,
             obj,
             prev,
@@ -401,6 +403,17 @@ impl State {
     pub(crate) fn is_expired(&self, kind: Kind, rv: u64) -> Option<u64> {
         let floor = self.table(kind).floor;
         (rv < floor).then_some(floor)
+    }
+
+    /// Forgets changes recorded before `cutoff` (etcd's periodic compaction).
+    pub(crate) fn compact_before(&mut self, cutoff: Instant) {
+        for table in &mut self.tables {
+            while table.history.front().is_some_and(|c| c.at < cutoff) {
+                if let Some(old) = table.history.pop_front() {
+                    table.floor = old.rv;
+                }
+            }
+        }
     }
 
     /// Forgets all history, as if etcd compacted at the current revision.

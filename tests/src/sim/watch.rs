@@ -142,7 +142,15 @@ pub(crate) fn serve(
     };
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let timeout = opts.timeout_secs.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-    tokio::spawn(run(sh, framer, ns, opts, start, tx, timeout));
+    // Subscribe before answering, so a fault switched right after the response headers
+    // still reaches this stream.
+    let signals = Signals {
+        notify: sh.store.subscribe(),
+        dropped: sh.faults.drop_signal(),
+        stall: sh.faults.stall_signal(),
+        shutdown: sh.shutdown.subscribe(),
+    };
+    tokio::spawn(run(sh, framer, ns, opts, start, tx, timeout, signals));
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut resp = Response::new(body);
     resp.headers_mut()
@@ -150,6 +158,14 @@ pub(crate) fn serve(
     Ok(resp)
 }
 
+struct Signals {
+    notify: tokio::sync::watch::Receiver<u64>,
+    dropped: tokio::sync::watch::Receiver<u64>,
+    stall: tokio::sync::watch::Receiver<Option<Option<tokio::time::Instant>>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; the pieces of one watch
 async fn run(
     sh: Arc<Shared>,
     framer: Framer,
@@ -158,11 +174,14 @@ async fn run(
     start: Start,
     tx: mpsc::Sender<Bytes>,
     timeout: Duration,
+    signals: Signals,
 ) {
-    let mut notify = sh.store.subscribe();
-    let mut dropped = sh.faults.drop_signal();
-    let mut stall = sh.faults.stall_signal();
-    let mut shutdown = sh.shutdown.subscribe();
+    let Signals {
+        mut notify,
+        mut dropped,
+        mut stall,
+        mut shutdown,
+    } = signals;
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     // A stalled server sends nothing on new streams either, not even their first frames.
