@@ -177,6 +177,7 @@ impl Enricher {
                 .previous_logs(&event.namespace, &event.pod, &c.name, c.restart_count)
                 .await;
         }
+        tracing::debug!(uid = %event.uid, incident_type = %event.incident_type, "enriched");
         Some(truncate_fields(event))
     }
 

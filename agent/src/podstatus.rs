@@ -165,10 +165,10 @@ pub async fn watch_pods(api: Api<Pod>, node: Option<String>, enricher: Enricher,
             if !scope.covers(namespace) {
                 continue;
             }
-            let fresh: Vec<(WarningEvent, (String, i32))> = terminations(&pod)
-                .into_iter()
-                .filter(|(w, _)| seen.is_new(&w.uid, w.count))
-                .collect();
+            let all = terminations(&pod);
+            tracing::debug!(pod = ?pod.metadata.name, terminations = ?all.iter().map(|(w, t)| (&w.uid, t)).collect::<Vec<_>>(), "pod status seen");
+            let fresh: Vec<(WarningEvent, (String, i32))> =
+                all.into_iter().filter(|(w, _)| seen.is_new(&w.uid, w.count)).collect();
             if fresh.is_empty() {
                 continue;
             }

@@ -78,6 +78,7 @@
 //! | `POST /_sim/scenario` | `{name, seed?, rate?}` | starts a [`Scenario`] |
 //! | `DELETE /_sim/scenario` | | stops it |
 
+pub mod harness;
 mod sim;
 
 pub use sim::{

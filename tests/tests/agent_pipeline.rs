@@ -1,0 +1,381 @@
+//! End to end: the simulator plays a cluster, the real `podwarn-agent` and
+//! `podwarn-collector` binaries run on loopback, and every test compares what
+//! the collector stored with what the simulator emitted, event by event.
+
+use podwarn_testkit::harness::{self, Agent, Collector, eventually};
+use podwarn_testkit::{PodRef, SimConfig, Simulator, Termination, Workload};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a pipeline may take to deliver what was emitted.
+const DELIVERY: Duration = Duration::from_secs(60);
+
+struct Pipeline {
+    sim: Simulator,
+    collector: Option<Collector>,
+    agent: Option<Agent>,
+    tmp: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    cert_dir: PathBuf,
+    collector_addr: String,
+}
+
+impl Pipeline {
+    async fn start(agent_args: &[&str]) -> Pipeline {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = Simulator::start(
+            SimConfig::default(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let kubeconfig = tmp.path().join("kubeconfig");
+        sim.write_kubeconfig(&kubeconfig).unwrap();
+        let collector = Collector::start(
+            &harness::binary("podwarn-collector"),
+            &tmp.path().join("collector"),
+            &[],
+        );
+        let cert_dir = collector.issue_cert("sim");
+        let collector_addr = collector.addr();
+        let mut p = Pipeline {
+            sim,
+            collector: Some(collector),
+            agent: None,
+            tmp,
+            kubeconfig,
+            cert_dir,
+            collector_addr,
+        };
+        p.start_agent(agent_args);
+        p
+    }
+
+    fn agent_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+            "--collector".into(),
+            format!("https://{}", self.collector_addr),
+            "--cert-dir".into(),
+            self.cert_dir.display().to_string(),
+            "--spool-dir".into(),
+            self.tmp.path().join("spool").display().to_string(),
+            "--batch-interval".into(),
+            "100ms".into(),
+            "--stale-watch-after".into(),
+            "5s".into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    fn start_agent(&mut self, extra: &[&str]) {
+        let args = self.agent_args(extra);
+        self.agent = Some(Agent::start(&harness::binary("podwarn-agent"), &args, &[]));
+    }
+
+    fn restart_collector(&mut self) {
+        let dir = self.tmp.path().join("collector");
+        self.collector = Some(Collector::start_on(
+            &harness::binary("podwarn-collector"),
+            &dir,
+            &self.collector_addr,
+            &[],
+        ));
+    }
+
+    fn admin(&self) -> harness::Admin {
+        self.collector.as_ref().expect("collector running").admin()
+    }
+
+    /// uid → count of every Pod warning the simulator emitted.
+    fn emitted_warnings(&self) -> BTreeMap<String, u64> {
+        self.sim
+            .cluster()
+            .emitted()
+            .into_iter()
+            .filter(|r| r.type_ == "Warning" && r.kind == "Pod")
+            .map(|r| (r.uid, u64::from(r.count)))
+            .collect()
+    }
+
+    /// uid → count of every event the collector stored from the Event path.
+    async fn stored_events(&self) -> BTreeMap<String, u64> {
+        self.admin()
+            .all_events("")
+            .await
+            .into_iter()
+            .filter(|e| e["source"] != "podwarn-agent/pod-status")
+            .map(|e| (e["uid"].as_str().unwrap().to_owned(), e["count"].as_u64().unwrap()))
+            .collect()
+    }
+
+    /// Waits until the collector holds exactly what was emitted, with the right counts.
+    async fn assert_delivered_exactly(&self) {
+        let expected = self.emitted_warnings();
+        assert!(!expected.is_empty(), "the test emitted nothing");
+        let stored = eventually(DELIVERY, "every emitted warning stored with its count", || async {
+            let stored = self.stored_events().await;
+            (stored == expected).then_some(stored)
+        })
+        .await;
+        // Exactly once: the incidents' occurrences add up to the emitted counts.
+        let occurrences: u64 = self
+            .admin()
+            .all_incidents("")
+            .await
+            .iter()
+            .filter(|i| i["reason"] != "OOMKilled" && i["reason"] != "Error")
+            .map(|i| i["occurrences"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            occurrences,
+            stored.values().sum::<u64>(),
+            "occurrences counted more than once"
+        );
+    }
+}
+
+fn crashloop(p: &Pipeline, namespace: &str, name: &str, replicas: u32) -> Vec<PodRef> {
+    p.sim
+        .cluster()
+        .create(&Workload::deployment(namespace, name).replicas(replicas))
+        .unwrap()
+}
+
+fn warn(p: &Pipeline, pod: &PodRef, i: usize) -> String {
+    p.sim
+        .cluster()
+        .emit_warning(
+            pod,
+            "BackOff",
+            &format!("Back-off restarting failed container {} ({i})", pod.containers[0]),
+            Some(&pod.containers[0]),
+        )
+        .unwrap()
+        .uid
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invariant_3_dropped_watches_and_forced_410_lose_nothing() {
+    let p = Pipeline::start(&[]).await;
+    let pods = crashloop(&p, "shop", "api", 3);
+    for i in 0..20 {
+        warn(&p, &pods[i % 3], i);
+    }
+    p.sim.faults().drop_all_watches();
+    for i in 20..40 {
+        warn(&p, &pods[i % 3], i);
+    }
+    p.sim.faults().expire_versions();
+    p.sim.faults().drop_all_watches();
+    for i in 40..60 {
+        warn(&p, &pods[i % 3], i);
+    }
+    p.assert_delivered_exactly().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invariant_4_an_event_updated_50_times_is_one_record_with_count_51() {
+    let p = Pipeline::start(&[]).await;
+    let pods = crashloop(&p, "shop", "api", 1);
+    let uid = warn(&p, &pods[0], 0);
+    for _ in 0..50 {
+        p.sim.cluster().repeat_event(&uid).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    p.assert_delivered_exactly().await;
+    assert_eq!(p.stored_events().await[&uid], 51);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invariant_3_agent_restart_loses_nothing_and_duplicates_nothing() {
+    let mut p = Pipeline::start(&[]).await;
+    let pods = crashloop(&p, "shop", "api", 2);
+    for i in 0..10 {
+        warn(&p, &pods[i % 2], i);
+    }
+    // A graceful stop, events while it is down, then a kill -9 mid-stream.
+    let status = p.agent.take().unwrap().terminate();
+    assert!(status.success(), "agent exit status {status}");
+    for i in 10..20 {
+        warn(&p, &pods[i % 2], i);
+    }
+    p.start_agent(&[]);
+    for i in 20..30 {
+        warn(&p, &pods[i % 2], i);
+    }
+    p.agent.take().unwrap().kill9();
+    for i in 30..40 {
+        warn(&p, &pods[i % 2], i);
+    }
+    p.start_agent(&[]);
+    p.assert_delivered_exactly().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invariant_3_two_minute_collector_outage_is_spooled_and_replayed() {
+    let mut p = Pipeline::start(&[]).await;
+    let pods = crashloop(&p, "shop", "api", 4);
+    warn(&p, &pods[0], 0);
+    p.assert_delivered_exactly().await;
+    p.collector.take().unwrap().kill9();
+    // Two minutes of warnings while the collector is away.
+    let started = std::time::Instant::now();
+    let mut i = 1;
+    while started.elapsed() < Duration::from_secs(120) {
+        warn(&p, &pods[i % 4], i);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let agent = p.agent.as_ref().unwrap();
+    assert!(
+        agent.counter("podwarn_agent_events_spooled").await >= 1.0,
+        "nothing was spooled"
+    );
+    p.restart_collector();
+    p.assert_delivered_exactly().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invariant_3_a_watch_that_goes_silent_without_410_is_relisted() {
+    let p = Pipeline::start(&[]).await;
+    let pods = crashloop(&p, "shop", "api", 1);
+    warn(&p, &pods[0], 0);
+    p.assert_delivered_exactly().await;
+    // The agent falls behind (its stream stalls while events come), its version
+    // expires, and the resumed watch hits kubernetes/kubernetes#104171: 200, then nothing.
+    p.sim.faults().stall_watches(None);
+    for i in 1..10 {
+        warn(&p, &pods[0], i);
+    }
+    p.sim.faults().silent_stale_watch(true);
+    p.sim.faults().expire_versions();
+    p.sim.faults().drop_all_watches();
+    p.sim.faults().clear_stall();
+    p.assert_delivered_exactly().await;
+    let agent = p.agent.as_ref().unwrap();
+    assert!(
+        agent.counter("podwarn_agent_stale_watches").await >= 1.0,
+        "the silent watch was not counted:\n{}",
+        agent.metrics().await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oom_kill_without_any_warning_event_is_stored_as_oomkilled() {
+    let p = Pipeline::start(&[]).await;
+    let pods = crashloop(&p, "shop", "api", 1);
+    p.sim
+        .cluster()
+        .set_logs(&pods[0], &pods[0].containers[0], "", Some("allocating 2GiB\nKilled\n"));
+    let admin = p.admin();
+    let container = &pods[0].containers[0];
+    p.sim
+        .cluster()
+        .restart_container(&pods[0], container, Termination::OOMKilled)
+        .unwrap();
+    // Real restarts are seconds apart (crash-loop backoff): let the agent see each one.
+    eventually(DELIVERY, "the OOM kill", || async {
+        (admin.all_events("&namespace=shop").await.len() == 1).then_some(())
+    })
+    .await;
+    p.sim
+        .cluster()
+        .restart_container(&pods[0], container, Termination::Error { exit_code: 3 })
+        .unwrap();
+    let stored = eventually(DELIVERY, "two pod-status warnings", || async {
+        let events: Vec<Value> = admin.all_events("&namespace=shop").await;
+        (events.len() == 2).then_some(events)
+    })
+    .await;
+    let oom = stored
+        .iter()
+        .find(|e| e["reason"] == "OOMKilled")
+        .expect("an OOMKilled record");
+    assert_eq!(oom["incident_type"], "OOMKilled");
+    assert_eq!(oom["workload"]["kind"], "Deployment");
+    assert_eq!(oom["workload"]["name"], "api");
+    assert_eq!(oom["container"], pods[0].containers[0].as_str());
+    let failed = stored
+        .iter()
+        .find(|e| e["reason"] == "Error")
+        .expect("a non-zero exit record");
+    assert_eq!(failed["incident_type"], "ContainerFailed");
+    // The simulator emitted no Warning event at all for these.
+    assert!(p.emitted_warnings().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn normal_events_and_warnings_about_other_objects_are_never_stored() {
+    let p = Pipeline::start(&["--namespace", "shop,billing", "--exclude-namespace", "billing"]).await;
+    let shop = crashloop(&p, "shop", "api", 1);
+    let billing = crashloop(&p, "billing", "invoices", 1);
+    let other = crashloop(&p, "elsewhere", "x", 1);
+    let cluster = p.sim.cluster();
+    cluster
+        .emit_normal(&shop[0], "Pulled", "Successfully pulled image", None)
+        .unwrap();
+    cluster.emit_object_warning("Node", "default", "sim-node-1", "NodeNotReady", "Node is not ready");
+    warn(&p, &billing[0], 1);
+    warn(&p, &other[0], 2);
+    let wanted = warn(&p, &shop[0], 3);
+    let admin = p.admin();
+    eventually(DELIVERY, "the one shop warning", || async {
+        let events = admin.all_events("").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    // Give the others time to (wrongly) arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stored: Vec<Value> = admin.all_events("").await;
+    assert_eq!(stored.len(), 1, "{stored:#?}");
+    assert_eq!(stored[0]["uid"], wanted.as_str());
+}
+
+fn check_output(p: &Pipeline, extra: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(harness::binary("podwarn-agent"))
+        .arg("check")
+        .args(["--kubeconfig", &p.kubeconfig.display().to_string()])
+        .args(extra)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_a_denied_permission_with_its_rbac_rule_and_an_unreachable_collector() {
+    let p = Pipeline::start(&[]).await;
+    let cert = p.cert_dir.display().to_string();
+    let url = format!("https://{}", p.collector_addr);
+    let (code, out) = check_output(&p, &["--collector", &url, "--cert-dir", &cert]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("[ok]   API server reachable"), "{out}");
+
+    p.sim.faults().deny("watch", "events");
+    p.sim.faults().deny("get", "pods/log");
+    let (code, out) = check_output(&p, &["--collector", &url, "--cert-dir", &cert]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[FAIL] permission: get/list/watch events"), "{out}");
+    assert!(out.contains("missing: watch"), "{out}");
+    assert!(out.contains("resources: [\"events\"]"), "{out}");
+    assert!(out.contains("[warn] permission: get pods/log"), "{out}");
+    p.sim.faults().clear();
+
+    // Nothing listens on this port: the collector is unreachable.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, out) = check_output(&p, &["--collector", &format!("https://{closed}"), "--cert-dir", &cert]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.to_lowercase().contains("refused"), "{out}");
+}
