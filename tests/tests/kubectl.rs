@@ -335,3 +335,48 @@ async fn other_kubectl_versions_list_pod_warnings_and_answer_can_i() {
     }
     env.sim.shutdown().await;
 }
+
+/// Without `-o json` kubectl lists and watches as server-side Tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_watch_prints_table_rows_for_live_events() {
+    let env = start_default().await;
+    let c = env.sim.cluster();
+    let pod = c.create(&Workload::deployment("web", "frontend")).unwrap().remove(0);
+    c.emit_warning(&pod, "Failed", "Error: ImagePullBackOff", Some("frontend"))
+        .unwrap();
+    let mut child = kubectl_cmd(&kubectl_path(), &env, &["get", "events", "-A", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl starts");
+    let mut out = child.stdout.take().unwrap();
+    let mut text = String::new();
+    let mut read_until = async |needle: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut chunk = [0u8; 4096];
+        while !text.contains(needle) {
+            let n = tokio::time::timeout_at(deadline, out.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?} in time:\n{text}"))
+                .unwrap();
+            assert!(n > 0, "kubectl exited early:\n{text}");
+            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        text.clone()
+    };
+    let first = read_until("Error: ImagePullBackOff").await;
+    assert!(first.starts_with("NAMESPACE"), "{first}");
+    assert!(first.contains(&format!("pod/{}", pod.name)), "{first}");
+    c.emit_warning(
+        &pod,
+        "BackOff",
+        "Back-off pulling image \"frontend:v2\"",
+        Some("frontend"),
+    )
+    .unwrap();
+    let later = read_until("Back-off pulling image").await;
+    let row = later.lines().find(|l| l.contains("Back-off pulling image")).unwrap();
+    assert!(row.contains("Warning") && row.contains("BackOff"), "{row}");
+    child.kill().await.ok();
+    env.sim.shutdown().await;
+}
