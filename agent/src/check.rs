@@ -4,6 +4,7 @@
 
 use crate::access::{self, Access};
 use crate::config::CheckArgs;
+use crate::enroll;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use kube::Api;
 use kube::api::PostParams;
@@ -189,8 +190,115 @@ pub async fn run_checks(args: &CheckArgs) -> (Vec<Item>, bool) {
             }
         }
     }
-    match (&args.ship.collector, &args.ship.cert_dir) {
-        (Some(url), Some(dir)) => match crate::ship::probe_collector(url, dir).await {
+    check_identity(args, &mut items).await;
+    let ok = items.iter().all(|i| i.status != Status::Fail);
+    (items, ok)
+}
+
+/// The agent's identity and the collector: the stored certificate (agent,
+/// cluster, expiry) and an mTLS probe with it; or, with only a token, the
+/// collector's CA against the pin — without enrolling, so no use of the token
+/// is spent.
+async fn check_identity(args: &CheckArgs, items: &mut Vec<Item>) {
+    let Some(url) = args.ship.collector.clone() else {
+        items.push(Item {
+            status: Status::Skip,
+            title: "collector: not checked".into(),
+            fix: Some(
+                "pass --collector URL with --token and --ca-pin (or --cert-dir DIR) to check the collector and \
+                 the agent's identity"
+                    .into(),
+            ),
+        });
+        return;
+    };
+    let config = match enroll::IdentityConfig::from_args(&args.ship, &args.spool_dir) {
+        Ok(config) => config,
+        Err(e) => {
+            items.push(Item {
+                status: Status::Fail,
+                title: "identity configuration".into(),
+                fix: Some(e.to_string()),
+            });
+            return;
+        }
+    };
+    let dir = &config.cert_dir;
+    let now = jiff::Timestamp::now();
+    let will_enroll = config
+        .token
+        .as_ref()
+        .zip(config.pin.as_ref())
+        .map(|(token, pin)| format!("will enroll with token {} (pin {pin})", token.id()));
+    let usable = match enroll::read_stored(dir) {
+        enroll::Stored::Present(cert) => {
+            let left = cert.life_left(now);
+            let what = format!(
+                "identity: agent {} of cluster {} (tenant {}), certificate in {} valid until {}",
+                cert.agent_id,
+                cert.cluster,
+                cert.tenant,
+                dir.display(),
+                cert.not_after
+            );
+            let (status, fix) = if cert.expired(now) {
+                match &will_enroll {
+                    Some(plan) => (Status::Warn, format!("the certificate expired; the agent {plan}")),
+                    None => (
+                        Status::Fail,
+                        "the certificate expired and there is no token: pass --token and --ca-pin from \
+                         `podwarn-collector token create`"
+                            .into(),
+                    ),
+                }
+            } else if left < 0.2 {
+                (
+                    Status::Warn,
+                    format!(
+                        "less than 20% of its lifetime left ({:.0}%): a running agent renews it by itself; if none \
+                         runs, start one soon",
+                        left * 100.0
+                    ),
+                )
+            } else {
+                (Status::Ok, String::new())
+            };
+            items.push(Item {
+                status,
+                title: what,
+                fix: (!fix.is_empty()).then_some(fix),
+            });
+            !cert.expired(now)
+        }
+        enroll::Stored::Unusable(why) => {
+            items.push(Item {
+                status: if will_enroll.is_some() {
+                    Status::Warn
+                } else {
+                    Status::Fail
+                },
+                title: format!("identity: the certificate in {} is unusable", dir.display()),
+                fix: Some(match &will_enroll {
+                    Some(plan) => format!("{why}; the agent {plan}"),
+                    None => format!("{why}; pass --token and --ca-pin to enroll"),
+                }),
+            });
+            false
+        }
+        enroll::Stored::Missing => {
+            if will_enroll.is_none() {
+                items.push(Item {
+                    status: Status::Fail,
+                    title: format!("identity: no certificate in {}", dir.display()),
+                    fix: Some(enroll::EnrollError::NoIdentity { dir: dir.clone() }.to_string()),
+                });
+                return;
+            }
+            false
+        }
+    };
+    if usable {
+        match crate::ship::probe_collector(&url, dir).await {
             Ok(found) => items.push(Item {
                 status: Status::Ok,
                 title: found,
@@ -201,15 +309,33 @@ pub async fn run_checks(args: &CheckArgs) -> (Vec<Item>, bool) {
                 title: format!("collector {url}"),
                 fix: Some(problem),
             }),
-        },
-        _ => items.push(Item {
-            status: Status::Skip,
-            title: "collector: not checked".into(),
-            fix: Some("pass --collector URL and --cert-dir DIR to check the collector and the certificate".into()),
+        }
+        return;
+    }
+    let (Some(plan), Some(pin)) = (will_enroll, config.pin.as_ref()) else {
+        return;
+    };
+    // Only the public CA is fetched: the token is not sent, no use is spent.
+    match enroll::fetch_ca(&config.collector).await {
+        Ok((_, found)) if &found == pin => items.push(Item {
+            status: Status::Ok,
+            title: format!("collector {url}: its CA matches the pin; the agent {plan}"),
+            fix: None,
+        }),
+        Ok((_, found)) => items.push(Item {
+            status: Status::Fail,
+            title: format!("collector {url}: its CA does not match --ca-pin"),
+            fix: Some(format!(
+                "the collector presents {found}, not {pin}: copy the pin again from `podwarn-collector token create`; \
+                 if it is right, this is not your collector and the agent will not send it the token"
+            )),
+        }),
+        Err(problem) => items.push(Item {
+            status: Status::Fail,
+            title: format!("collector {url}: cannot fetch its CA"),
+            fix: Some(problem),
         }),
     }
-    let ok = items.iter().all(|i| i.status != Status::Fail);
-    (items, ok)
 }
 
 async fn check_permissions(client: &kube::Client, args: &CheckArgs, items: &mut Vec<Item>) {

@@ -86,15 +86,63 @@ pub enum Mode {
     Daemonset,
 }
 
-/// Where and how to ship.
+/// Where and how to ship, and the agent's identity.
 #[derive(Debug, Clone, Args)]
 pub struct ShipArgs {
     /// The collector's base URL, e.g. https://podwarn.example.com:8443.
     #[arg(long, env = "PODWARN_COLLECTOR", value_name = "URL")]
     pub collector: Option<String>,
-    /// Folder with this agent's client certificate: tls.crt, tls.key, ca.crt.
+    /// Folder with this agent's client certificate: tls.crt, tls.key, ca.crt. The agent
+    /// writes it when it enrolls or renews. Default: `<spool-dir>/identity`.
     #[arg(long, env = "PODWARN_CERT_DIR", value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// Enrollment token `pw1.<id>.<secret>` from `podwarn-collector token create`: used
+    /// only when the cert dir holds no valid certificate. Needs --ca-pin.
+    #[arg(
+        long,
+        env = "PODWARN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<Secret>,
+    /// File holding the enrollment token (e.g. a mounted Secret's key).
+    #[arg(long, env = "PODWARN_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// The collector CA's pin `sha256:<64 hex digits>`, printed by `token create`: the
+    /// token is sent only to a collector whose CA matches it.
+    #[arg(long, env = "PODWARN_CA_PIN", value_name = "PIN", conflicts_with = "ca_pin_file")]
+    pub ca_pin: Option<String>,
+    /// File holding the CA pin.
+    #[arg(long, env = "PODWARN_CA_PIN_FILE", value_name = "PATH")]
+    pub ca_pin_file: Option<PathBuf>,
+}
+
+/// A secret flag value (the enrollment token). `Debug` never shows it, and
+/// parsing never fails, so clap's error messages never repeat it: its format
+/// is checked later, by messages that leave the secret out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
 }
 
 /// `run` flags.
@@ -151,6 +199,9 @@ pub struct CheckArgs {
     pub scope: ScopeArgs,
     #[command(flatten)]
     pub ship: ShipArgs,
+    /// The agent's spool folder, as for `run` (the default cert dir is inside it).
+    #[arg(long, env = "PODWARN_SPOOL_DIR", default_value = "/var/lib/podwarn-agent")]
+    pub spool_dir: PathBuf,
     /// Do not check pods/log (as with `run --no-logs`).
     #[arg(long, env = "PODWARN_NO_LOGS")]
     pub no_logs: bool,
@@ -169,5 +220,18 @@ mod tests {
             panic!("run expected")
         };
         assert_eq!(run.scope.namespaces, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let cli = Cli::parse_from([
+            "podwarn-agent",
+            "run",
+            "--token",
+            "pw1.0123456789ab.c2VjcmV0LXNlY3JldC1zZWNyZXQ",
+        ]);
+        let text = format!("{cli:?}");
+        assert!(!text.contains("c2VjcmV0"), "{text}");
+        assert!(text.contains("<redacted>"));
     }
 }

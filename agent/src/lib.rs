@@ -14,6 +14,7 @@ pub mod access;
 pub mod check;
 pub mod config;
 pub mod enrich;
+pub mod enroll;
 pub mod ops;
 pub mod podstatus;
 pub mod ship;
@@ -42,12 +43,9 @@ const SEEN_CAPACITY: usize = 200_000;
 /// lets enrichment finish (bounded by `--drain-timeout`) and flushes what is
 /// pending to the spool.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (Some(collector), Some(cert_dir)) = (args.ship.collector.clone(), args.ship.cert_dir.clone()) else {
-        return Err(ConfigError(
-            "--collector URL and --cert-dir DIR are required (the certificate comes from `podwarn-collector cert issue`)".into(),
-        )
-        .into());
-    };
+    let identity =
+        enroll::IdentityConfig::from_args(&args.ship, &args.spool_dir).map_err(|e| ConfigError(e.to_string()))?;
+    let collector = identity.collector.to_string();
     let node = match (args.scope.mode, &args.scope.node_name) {
         (Mode::Daemonset, None) => {
             return Err(ConfigError(
@@ -63,17 +61,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         .await
         .map_err(|e| ConfigError(e.to_string()))?;
     tracing::info!(access = %access.source, "connected to the Kubernetes API");
-    let shipper = ship::Shipper::new(ship::ShipConfig {
-        collector,
-        cert_dir,
-        spool_dir: args.spool_dir.clone(),
-        spool_max_bytes: args.spool_max_bytes,
-        batch_max_events: args.batch_max_events,
-        batch_interval: args.batch_interval,
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-    })
-    .map_err(|e| ConfigError(e.to_string()))?;
 
+    // The ops server answers /healthz while the agent enrolls (which may wait for the collector).
     let readiness = Arc::new(ops::Readiness::default());
     let ops_listener = tokio::net::TcpListener::bind(args.ops_listen)
         .await
@@ -89,6 +78,28 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
             tracing::warn!(error = %e, "ops server stopped");
         }
     });
+
+    let current = match enroll::ensure_identity(&identity, &shutdown).await {
+        Ok(current) => current,
+        Err(enroll::EnrollError::Cancelled) => return Ok(()),
+        Err(e) if e.is_config() => return Err(ConfigError(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    };
+    let (link, refusals) = ship::IdentityLink::new();
+    let shipper = ship::Shipper::new(ship::ShipConfig {
+        collector,
+        cert_dir: identity.cert_dir.clone(),
+        spool_dir: args.spool_dir.clone(),
+        spool_max_bytes: args.spool_max_bytes,
+        batch_max_events: args.batch_max_events,
+        batch_interval: args.batch_interval,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+    .map_err(|e| ConfigError(e.to_string()))?
+    .with_identity_link(link.clone());
+    let lifecycle_token = CancellationToken::new();
+    let mut lifecycle =
+        tokio::spawn(enroll::Lifecycle::new(identity, current, link, refusals).run(lifecycle_token.clone()));
 
     let scope = Arc::new(watch::Scope {
         namespaces: args.scope.namespaces.clone(),
@@ -144,15 +155,29 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let ship_token = CancellationToken::new();
     let mut ship_task = tokio::spawn(shipper.run(events_rx, ship_token.clone(), readiness.clone()));
 
+    // Set when the identity is lost for good (revoked, or refused when enrolling again).
+    let mut lost_identity = None;
     tokio::select! {
         () = shutdown.cancelled() => {}
         finished = &mut ship_task => {
             watch_token.cancel();
+            lifecycle_token.cancel();
             return match finished {
                 Ok(Ok(())) => Err(anyhow::anyhow!("the shipper stopped unexpectedly")),
                 Ok(Err(e)) => Err(e.into()),
                 Err(e) => Err(e.into()),
             };
+        }
+        ended = &mut lifecycle => {
+            readiness.shipping.store(false, std::sync::atomic::Ordering::Relaxed);
+            let error = match ended {
+                Ok(Ok(())) => anyhow::anyhow!("the certificate lifecycle stopped unexpectedly"),
+                Ok(Err(e)) if e.is_config() => ConfigError(e.to_string()).into(),
+                Ok(Err(e)) => e.into(),
+                Err(e) => e.into(),
+            };
+            tracing::error!(error = %error, "cannot ship any more; flushing pending events to the spool and stopping");
+            lost_identity = Some(error);
         }
     }
     tracing::info!("stopping watches and flushing pending events to the spool");
@@ -165,7 +190,11 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         tracing::warn!(deadline = ?args.drain_timeout, "enrichment did not finish in time; the relist after restart will bring the rest");
     }
     ship_token.cancel();
+    lifecycle_token.cancel();
     ship_task.await??;
+    if let Some(error) = lost_identity {
+        return Err(error);
+    }
     tracing::info!("stopped");
     Ok(())
 }

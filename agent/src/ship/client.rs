@@ -1,14 +1,15 @@
 //! The mTLS HTTP client: posting to `/v1/ingest`, classifying answers per
 //! PROTOCOL.md, explaining failures, and the `check` probe.
 
-use super::ShipError;
 use super::tls::{Identity, load_identity};
+use super::{IdentityLink, ShipError};
 use bytes::Bytes;
 use podwarn_shared::IngestResponse;
 use podwarn_shared::wire::{ErrorBody, ErrorDetail};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Longest `Retry-After` taken at its word; a larger value is clamped to it.
@@ -47,34 +48,94 @@ pub(crate) struct Timeouts {
 }
 
 /// The collector as the shipper talks to it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Collector {
-    client: reqwest::Client,
+    /// The HTTP client and the identity generation it was built at. Rebuilt
+    /// (dropping pooled connections, which keep presenting the certificate
+    /// of their handshake) when the identity changes or the collector
+    /// refuses the certificate.
+    client: Mutex<(reqwest::Client, u64)>,
+    tls: rustls::ClientConfig,
+    timeouts: Timeouts,
     ingest: reqwest::Url,
+    link: Option<Arc<IdentityLink>>,
+}
+
+fn build_client(tls: &rustls::ClientConfig, timeouts: Timeouts) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        // A redirect would take the batch to a server we did not choose.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
 }
 
 impl Collector {
     /// Builds the client for `base` (as checked by [`parse_collector_url`]).
     pub(crate) fn new(base: &reqwest::Url, identity: Identity, timeouts: Timeouts) -> Result<Self, ShipError> {
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(identity.config)
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.request)
-            // A redirect would take the batch to a server we did not choose.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(ShipError::Client)?;
+        let client = build_client(&identity.config, timeouts).map_err(ShipError::Client)?;
         let mut ingest = base.clone();
         let path = format!("{}/v1/ingest", base.path().trim_end_matches('/'));
         ingest.set_path(&path);
-        Ok(Self { client, ingest })
+        Ok(Self {
+            client: Mutex::new((client, 0)),
+            tls: identity.config,
+            timeouts,
+            ingest,
+            link: None,
+        })
+    }
+
+    /// Connects this client to the identity lifecycle: refusals of the
+    /// certificate are reported to it, and its new certificates are used
+    /// on fresh connections.
+    pub(crate) fn set_link(&mut self, link: Arc<IdentityLink>) {
+        if let Ok(mut slot) = self.client.lock() {
+            slot.1 = link.generation();
+        }
+        self.link = Some(link);
+    }
+
+    /// Resolves when the identity lifecycle has a new certificate (never without a link).
+    pub(crate) async fn identity_changed(&self) {
+        match &self.link {
+            Some(link) => link.changed.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The client to use now: a fresh one (new connections, current
+    /// certificate) after the identity changed.
+    fn client(&self) -> reqwest::Client {
+        let mut slot = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(generation) = self.link.as_ref().map(|l| l.generation())
+            && generation != slot.1
+        {
+            slot.1 = generation;
+            match build_client(&self.tls, self.timeouts) {
+                Ok(client) => slot.0 = client,
+                Err(e) => tracing::warn!(error = %e, "could not rebuild the HTTPS client; keeping the previous one"),
+            }
+        }
+        slot.0.clone()
+    }
+
+    /// Drops the pooled connections: the next request handshakes again with
+    /// the certificate on disk.
+    fn reconnect(&self) {
+        let mut slot = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match build_client(&self.tls, self.timeouts) {
+            Ok(client) => slot.0 = client,
+            Err(e) => tracing::warn!(error = %e, "could not rebuild the HTTPS client; keeping the previous one"),
+        }
     }
 
     /// POSTs a body to `/v1/ingest`.
     pub(crate) async fn post(&self, body: Bytes, encoding: Option<&'static str>) -> Result<Reply, reqwest::Error> {
         let mut request = self
-            .client
+            .client()
             .post(self.ingest.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body);
@@ -102,6 +163,17 @@ impl Collector {
             }
         }
         let error = serde_json::from_slice::<ErrorBody>(&raw).ok().map(|b| b.error);
+        if matches!(status.as_u16(), 401 | 403) {
+            if status == StatusCode::UNAUTHORIZED {
+                // Perhaps a pooled connection still presents a certificate
+                // that was replaced since: handshake again next time.
+                self.reconnect();
+            }
+            if let Some(link) = &self.link {
+                let code = error.as_ref().map(|e| e.code.clone()).unwrap_or_default();
+                link.report(status.as_u16(), code);
+            }
+        }
         Ok(Reply {
             status,
             retry_after,

@@ -53,6 +53,7 @@ pub(super) async fn drain_loop(shared: Arc<Shared>, shutdown: CancellationToken)
         if let Some(until) = shared.gate.until() {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => {}
+                () = shared.collector.identity_changed() => shared.gate.clear(),
                 () = shutdown.cancelled() => break,
             }
         }
@@ -102,8 +103,14 @@ pub(super) async fn drain_loop(shared: Arc<Shared>, shutdown: CancellationToken)
                 } else {
                     debug!(failed_attempts = failures, retry_in = ?wait, error = %reason, "spool replay failed");
                 }
-                if !pause(wait, &shutdown).await {
-                    break;
+                // A new certificate (renewed or enrolled again) ends the wait: retry with it now.
+                let renewed = tokio::select! {
+                    () = shared.collector.identity_changed() => true,
+                    go_on = pause(wait, &shutdown) => if go_on { false } else { break },
+                };
+                if renewed {
+                    shared.gate.clear();
+                    backoff = builder.build();
                 }
             }
             Outcome::Refused { status, code, message } => {

@@ -43,7 +43,7 @@ use podwarn_shared::WarningEvent;
 use podwarn_shared::wire::MAX_BATCH_EVENTS;
 use send::send_loop;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -161,6 +161,55 @@ pub enum ShipError {
     Task(#[source] tokio::task::JoinError),
 }
 
+/// A refusal of the agent's certificate seen on `/v1/ingest` (401 or 403).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRefusal {
+    /// The HTTP status.
+    pub status: u16,
+    /// The collector's error code (`certificate_expired`, `agent_refused` …), or empty.
+    pub code: String,
+}
+
+/// Joins the shipper and the identity lifecycle ([`crate::enroll`]): the
+/// shipper reports refusals of the certificate; the lifecycle announces a new
+/// certificate on disk, which the shipper then presents on fresh connections
+/// (pooled ones keep the certificate of their handshake) and retries at once.
+#[derive(Debug)]
+pub struct IdentityLink {
+    generation: AtomicU64,
+    changed: Notify,
+    refusals: mpsc::Sender<CertRefusal>,
+}
+
+impl IdentityLink {
+    /// A link, and the receiving end of the refusals the shipper reports.
+    pub fn new() -> (Arc<Self>, mpsc::Receiver<CertRefusal>) {
+        let (tx, rx) = mpsc::channel(16);
+        let link = Self {
+            generation: AtomicU64::new(0),
+            changed: Notify::new(),
+            refusals: tx,
+        };
+        (Arc::new(link), rx)
+    }
+
+    /// Called after a new certificate and key were written to the cert dir.
+    pub fn identity_changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        // One waiter (the drainer); a stored permit wakes it even if it was not yet waiting.
+        self.changed.notify_one();
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn report(&self, status: u16, code: String) {
+        // A full channel means the lifecycle already has refusals to act on.
+        let _ = self.refusals.try_send(CertRefusal { status, code });
+    }
+}
+
 /// Knobs that are constants in production and short in tests.
 #[derive(Debug, Clone, Copy)]
 struct Tuning {
@@ -240,6 +289,12 @@ impl Shipper {
             tuning,
             held: Arc::default(),
         })
+    }
+
+    /// Connects the shipper to the identity lifecycle (see [`IdentityLink`]).
+    pub fn with_identity_link(mut self, link: Arc<IdentityLink>) -> Self {
+        self.collector.set_link(link);
+        self
     }
 
     /// Ships events from `events` until `shutdown` is cancelled; then drains
@@ -333,6 +388,12 @@ impl Gate {
         let until = Instant::now() + wait;
         if let Ok(mut g) = self.0.lock() {
             *g = Some(g.map_or(until, |t| t.max(until)));
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = None;
         }
     }
 
