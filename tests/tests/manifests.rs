@@ -695,3 +695,50 @@ fn the_validator_rejects_broken_manifests() {
         assert!(found.contains(want), "expected {want:?} in\n{found}");
     }
 }
+
+/// The Dockerfiles' dependency layer builds the workspace from its manifests
+/// with empty sources: every member's Cargo.toml must be copied in, and every
+/// declared binary and benchmark must get a stand-in file, or `docker build`
+/// fails at "cargo build" when the workspace grows.
+#[test]
+fn dockerfiles_dependency_stage_covers_the_workspace() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let meta: Value = serde_json::from_str(&run(Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(repo())))
+    .expect("cargo metadata JSON");
+    let root = repo();
+    for dockerfile in ["Dockerfile.agent", "Dockerfile.collector"] {
+        let text = read(dockerfile);
+        for package in meta["packages"].as_array().expect("packages") {
+            let manifest = Path::new(package["manifest_path"].as_str().expect("manifest_path"));
+            let rel = manifest.strip_prefix(&root).expect("member under the repo");
+            if rel != Path::new("Cargo.toml") {
+                let copy = format!("COPY {} {}/", rel.display(), rel.parent().expect("dir").display());
+                assert!(text.contains(&copy), "{dockerfile}: lacks `{copy}`");
+            }
+            for target in package["targets"].as_array().expect("targets") {
+                let kinds: Vec<&str> = target["kind"]
+                    .as_array()
+                    .expect("kind")
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if !kinds.iter().any(|k| *k == "bin" || *k == "bench") {
+                    continue;
+                }
+                let src = Path::new(target["src_path"].as_str().expect("src_path"));
+                let src = src.strip_prefix(&root).expect("under the repo").display().to_string();
+                assert!(
+                    text.contains(&src),
+                    "{dockerfile}: the dependency stage does not create {src}"
+                );
+            }
+        }
+        assert!(
+            text.contains("FROM gcr.io/distroless/cc-debian12:nonroot"),
+            "{dockerfile}"
+        );
+        assert!(text.contains("USER 65532:65532"), "{dockerfile}");
+    }
+}
