@@ -8,11 +8,10 @@
 
 use crate::enrich::{Candidate, Enricher};
 use crate::ops::{WatchLabel, metrics};
-use crate::watch::WatchContext;
-use futures::StreamExt;
+use crate::watch::{WatchContext, supervise};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::Api;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use podwarn_shared::{IncidentType, Severity, WarningEvent};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -118,59 +117,27 @@ fn warning(
     }
 }
 
-/// Runs one Pod watch until `shutdown`, handing each termination warning to
-/// `out` (with the Pod's facts already known, so enrichment needs no lookup).
-/// In DaemonSet mode `node` restricts the watch server-side to this node.
+/// Runs one Pod watch, handing each termination warning to `ctx.out` (with
+/// the Pod's facts already known, so enrichment needs no lookup). In
+/// DaemonSet mode `node` restricts the watch server-side to this node.
 pub async fn watch_pods(api: Api<Pod>, node: Option<String>, enricher: Enricher, ctx: WatchContext) {
-    let WatchContext {
-        scope,
-        seen,
-        out,
-        stale_after,
-        shutdown,
-        readiness,
-    } = ctx;
-    let watch = WatchLabel { watch: "pods" };
-    loop {
-        metrics().watch_restarts.get_or_create(&watch).inc();
-        let mut config = watcher::Config::default();
-        if let Some(node) = &node {
-            config = config.fields(&format!("spec.nodeName={node}"));
-        }
-        let mut stream = watcher(api.clone(), config).default_backoff().boxed();
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return,
-                next = tokio::time::timeout(stale_after, stream.next()) => next,
-            };
-            let pod = match next {
-                Err(_) => {
-                    metrics().stale_watches.get_or_create(&watch).inc();
-                    tracing::warn!(silent_for = ?stale_after, "pod watch silent; relisting");
-                    break;
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "pod watch error; retrying");
-                    continue;
-                }
-                Ok(Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)))) => pod,
-                Ok(Some(Ok(watcher::Event::InitDone))) => {
-                    readiness.watching.store(true, std::sync::atomic::Ordering::Relaxed);
-                    continue;
-                }
-                Ok(Some(Ok(_))) => continue,
-            };
+    let mut config = watcher::Config::default();
+    if let Some(node) = &node {
+        config = config.fields(&format!("spec.nodeName={node}"));
+    }
+    supervise(api, config, WatchLabel { watch: "pods" }, "pods", &ctx, |pod: Pod| {
+        let (ctx, enricher) = (&ctx, &enricher);
+        async move {
             let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-            if !scope.covers(namespace) {
-                continue;
+            if !ctx.scope.covers(namespace) {
+                return true;
             }
-            let all = terminations(&pod);
-            tracing::debug!(pod = ?pod.metadata.name, terminations = ?all.iter().map(|(w, t)| (&w.uid, t)).collect::<Vec<_>>(), "pod status seen");
-            let fresh: Vec<(WarningEvent, (String, i32))> =
-                all.into_iter().filter(|(w, _)| seen.is_new(&w.uid, w.count)).collect();
+            let fresh: Vec<(WarningEvent, (String, i32))> = terminations(&pod)
+                .into_iter()
+                .filter(|(w, _)| ctx.seen.is_new(&w.uid, w.count))
+                .collect();
             if fresh.is_empty() {
-                continue;
+                return true;
             }
             let info = enricher.pod_info(&pod).await;
             for (event, termination) in fresh {
@@ -180,12 +147,14 @@ pub async fn watch_pods(api: Api<Pod>, node: Option<String>, enricher: Enricher,
                     pod: Some(info.clone()),
                     termination: Some(termination),
                 };
-                if out.send(candidate).await.is_err() {
-                    return;
+                if ctx.out.send(candidate).await.is_err() {
+                    return false;
                 }
             }
+            true
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -201,58 +201,72 @@ pub struct WatchContext {
     pub readiness: Arc<Readiness>,
 }
 
-/// Runs one Event watch until `ctx.shutdown`, handing each new Pod warning to `ctx.out`.
+/// Drives kube-runtime watches of `api` with `config` until `ctx.shutdown`:
+/// a watch that ends is restarted, one silent for `ctx.stale_after` is
+/// restarted from a fresh list (kube-runtime consumes bookmarks itself, so
+/// silence is the only signal of kubernetes/kubernetes#104171), and readiness
+/// is set once a list completes. Each applied object goes to `handle`, which
+/// returns false to stop (its receiver is gone).
 ///
-/// A watch that yields nothing for `stale_after` is restarted from a fresh
-/// list: kube-runtime's watcher consumes bookmarks itself, so silence is the
-/// signal; the relist is cheap because [`Seen`] keeps it from re-shipping.
-pub async fn watch_events(api: Api<Event>, label: String, ctx: WatchContext) {
-    let WatchContext {
-        scope,
-        seen,
-        out,
-        stale_after,
-        shutdown,
-        readiness,
-    } = ctx;
-    let watch = WatchLabel { watch: "events" };
+/// The relist is cheap: [`Seen`] keeps it from shipping anything again.
+pub async fn supervise<K, F, Fut>(
+    api: Api<K>,
+    config: watcher::Config,
+    label: WatchLabel,
+    what: &str,
+    ctx: &WatchContext,
+    mut handle: F,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+    F: FnMut(K) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     loop {
-        metrics().watch_restarts.get_or_create(&watch).inc();
-        let config = watcher::Config::default().fields(EVENT_FIELD_SELECTOR);
-        let mut stream = watcher(api.clone(), config).default_backoff().boxed();
+        metrics().watch_restarts.get_or_create(&label).inc();
+        let mut stream = watcher(api.clone(), config.clone()).default_backoff().boxed();
         loop {
             let next = tokio::select! {
-                () = shutdown.cancelled() => return,
-                next = tokio::time::timeout(stale_after, stream.next()) => next,
+                () = ctx.shutdown.cancelled() => return,
+                next = tokio::time::timeout(ctx.stale_after, stream.next()) => next,
             };
             match next {
                 Err(_) => {
-                    metrics().stale_watches.get_or_create(&watch).inc();
-                    tracing::warn!(namespace = %label, silent_for = ?stale_after, "event watch silent; relisting");
+                    metrics().stale_watches.get_or_create(&label).inc();
+                    tracing::warn!(watch = what, silent_for = ?ctx.stale_after, "watch silent; relisting");
                     break;
                 }
                 Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    // The watcher retries with backoff by itself; say why it is retrying.
-                    tracing::warn!(namespace = %label, error = %e, "event watch error; retrying");
-                }
-                Ok(Some(Ok(watcher::Event::Apply(ev) | watcher::Event::InitApply(ev)))) => {
-                    let Some(c) = candidate(&ev) else { continue };
-                    if !scope.covers(&c.event.namespace) || !seen.is_new(&c.event.uid, c.event.count) {
-                        continue;
-                    }
-                    metrics().events_seen.inc();
-                    if out.send(c).await.is_err() {
+                // The watcher retries with backoff by itself; say why it is retrying.
+                Ok(Some(Err(e))) => tracing::warn!(watch = what, error = %e, "watch error; retrying"),
+                Ok(Some(Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)))) => {
+                    if !handle(object).await {
                         return;
                     }
                 }
-                Ok(Some(Ok(watcher::Event::InitDone))) => {
-                    readiness.watching.store(true, Ordering::Relaxed);
-                }
+                Ok(Some(Ok(watcher::Event::InitDone))) => ctx.readiness.watching.store(true, Ordering::Relaxed),
                 Ok(Some(Ok(watcher::Event::Init | watcher::Event::Delete(_)))) => {}
             }
         }
     }
+}
+
+/// Runs one Event watch (one namespace, or `*` for all), handing each new Pod warning to `ctx.out`.
+pub async fn watch_events(api: Api<Event>, label: String, ctx: WatchContext) {
+    let config = watcher::Config::default().fields(EVENT_FIELD_SELECTOR);
+    let what = format!("events in {label}");
+    supervise(api, config, WatchLabel { watch: "events" }, &what, &ctx, |ev: Event| {
+        let ctx = &ctx;
+        async move {
+            let Some(c) = candidate(&ev) else { return true };
+            if !ctx.scope.covers(&c.event.namespace) || !ctx.seen.is_new(&c.event.uid, c.event.count) {
+                return true;
+            }
+            metrics().events_seen.inc();
+            ctx.out.send(c).await.is_ok()
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

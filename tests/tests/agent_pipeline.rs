@@ -66,9 +66,10 @@ impl Pipeline {
             self.tmp.path().join("spool").display().to_string(),
             "--batch-interval".into(),
             "100ms".into(),
-            "--stale-watch-after".into(),
-            "5s".into(),
         ];
+        if !extra.contains(&"--stale-watch-after") {
+            args.extend(["--stale-watch-after".into(), "5s".into()]);
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     }
@@ -243,19 +244,36 @@ async fn invariant_3_two_minute_collector_outage_is_spooled_and_replayed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invariant_3_a_watch_that_goes_silent_without_410_is_relisted() {
-    let p = Pipeline::start(&[]).await;
+    // Long enough that no routine quiet-period relist lands inside the fault window:
+    // only the silent watch can trigger the relist this test waits for.
+    let p = Pipeline::start(&["--stale-watch-after", "20s"]).await;
     let pods = crashloop(&p, "shop", "api", 1);
     warn(&p, &pods[0], 0);
     p.assert_delivered_exactly().await;
-    // The agent falls behind (its stream stalls while events come), its version
-    // expires, and the resumed watch hits kubernetes/kubernetes#104171: 200, then nothing.
+    // The agent falls behind (its stream stalls while events come), cannot reconnect for a
+    // while, and meanwhile its version is compacted away. With no stream open at the
+    // compaction there is no 410 to see: its next watch starts from the expired version
+    // and hits kubernetes/kubernetes#104171, a 200 followed by nothing.
     p.sim.faults().stall_watches(None);
+    // Let streams already writing finish, so the stall really holds from here on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let agent = p.agent.as_ref().unwrap();
+    let seen_before = agent.counter("podwarn_agent_events_seen").await;
     for i in 1..10 {
         warn(&p, &pods[0], i);
     }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        agent.counter("podwarn_agent_events_seen").await,
+        seen_before,
+        "precondition: the stall held the events back"
+    );
+    p.sim.faults().fail_requests(503, Duration::from_secs(3), None);
+    p.sim.faults().drop_all_watches();
+    // Streams close asynchronously; reconnects fail meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     p.sim.faults().silent_stale_watch(true);
     p.sim.faults().expire_versions();
-    p.sim.faults().drop_all_watches();
     p.sim.faults().clear_stall();
     p.assert_delivered_exactly().await;
     let agent = p.agent.as_ref().unwrap();
