@@ -116,7 +116,7 @@ pub enum EnrollError {
     #[error(
         "the collector at {url} presents CA {found}, not the pinned {expected}: the enrollment token was NOT sent. \
          Either this is not your collector (someone in the way?), or --ca-pin is wrong: copy it again from \
-         `podwarn-collector token create` (or `podwarn-collector ca pin`) on the collector"
+         `podwarn-collector token create` on the collector"
     )]
     PinMismatch {
         /// The collector URL.

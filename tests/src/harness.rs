@@ -47,6 +47,85 @@ fn wait_for_line(child: &mut Child, prefix: &str) -> String {
     found
 }
 
+/// Like [`wait_for_line`], and appends every stdout line to `log`.
+fn wait_for_line_logged(child: &mut Child, prefix: &str, log: std::fs::File) -> String {
+    use std::io::Write;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut log = log;
+    let found = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("process exited before printing {prefix:?}"))
+            .expect("read stdout");
+        let _ = writeln!(log, "{line}");
+        if let Some(rest) = line.strip_prefix(prefix) {
+            break rest.to_owned();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+        }
+    });
+    found
+}
+
+fn append(log: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open the log file")
+}
+
+/// The token and CA pin printed by `podwarn-collector token create`.
+#[derive(Debug, Clone)]
+pub struct EnrollmentToken {
+    /// `pw1.<id>.<secret>`.
+    pub token: String,
+    /// The token's public id.
+    pub id: String,
+    /// `sha256:<hex>`.
+    pub pin: String,
+}
+
+impl EnrollmentToken {
+    /// The secret part of the token.
+    pub fn secret(&self) -> &str {
+        self.token.rsplit('.').next().unwrap_or("")
+    }
+}
+
+/// Runs `podwarn-collector token create --data-dir DIR --cluster CLUSTER EXTRA…`
+/// and reads the token and the pin from what it prints.
+pub fn create_token(binary: &Path, data_dir: &Path, cluster: &str, extra: &[&str]) -> EnrollmentToken {
+    let out = Command::new(binary)
+        .args(["token", "create", "--data-dir"])
+        .arg(data_dir)
+        .args(["--cluster", cluster])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run token create");
+    assert!(
+        out.status.success(),
+        "token create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("token create printed no {name:?} line"))
+    };
+    let token = field("token:");
+    let pin = field("CA pin:");
+    let id = token.split('.').nth(1).unwrap_or("").to_owned();
+    EnrollmentToken { token, id, pin }
+}
+
 /// A running `podwarn-collector serve`.
 #[derive(Debug)]
 pub struct Collector {
@@ -191,6 +270,43 @@ impl Agent {
         let mut child = cmd.spawn().expect("spawn podwarn-agent");
         let ops_url = wait_for_line(&mut child, "podwarn-agent ops on ");
         Agent { child, ops_url }
+    }
+
+    /// Starts `podwarn-agent run` like [`Agent::start`], appending everything
+    /// it prints (stdout and stderr) to `log`.
+    pub fn start_logged(binary: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Agent {
+        let mut cmd = Command::new(binary);
+        cmd.arg("run")
+            .args(args)
+            .args(["--ops-listen", "127.0.0.1:0"])
+            .env(
+                "RUST_LOG",
+                std::env::var("PODWARN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(append(log)));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn podwarn-agent");
+        let ops_url = wait_for_line_logged(&mut child, "podwarn-agent ops on ", append(log));
+        Agent { child, ops_url }
+    }
+
+    /// Waits up to `timeout` for the agent to exit by itself; `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGTERM and wait: the agent flushes to its spool and exits.
