@@ -16,7 +16,7 @@ const CLUSTER: &str = "prod-eu";
 
 struct Setup {
     sim: Simulator,
-    collector: Collector,
+    collector: Option<Collector>,
     tmp: tempfile::TempDir,
     kubeconfig: PathBuf,
     /// Everything the agents of this test printed.
@@ -47,20 +47,19 @@ impl Setup {
         let log = tmp.path().join("agent.log");
         Setup {
             sim,
-            collector,
+            collector: Some(collector),
             tmp,
             kubeconfig,
             log,
         }
     }
 
+    fn col(&self) -> &Collector {
+        self.collector.as_ref().expect("collector running")
+    }
+
     fn token(&self, extra: &[&str]) -> EnrollmentToken {
-        harness::create_token(
-            &harness::binary("podwarn-collector"),
-            &self.collector.dir,
-            CLUSTER,
-            extra,
-        )
+        harness::create_token(&harness::binary("podwarn-collector"), &self.col().dir, CLUSTER, extra)
     }
 
     fn spool(&self) -> PathBuf {
@@ -83,7 +82,7 @@ impl Setup {
             "--kubeconfig",
             &self.kubeconfig.display().to_string(),
             "--collector",
-            &self.collector.url,
+            &self.col().url,
             "--spool-dir",
             &self.spool().display().to_string(),
             "--batch-interval",
@@ -99,7 +98,7 @@ impl Setup {
     }
 
     async fn admin_items(&self, path: &str) -> Vec<Value> {
-        let (status, body) = self.collector.admin().get(path).await;
+        let (status, body) = self.col().admin().get(path).await;
         assert_eq!(status, 200, "{path}: {body}");
         body["items"].as_array().cloned().unwrap_or_default()
     }
@@ -154,7 +153,7 @@ impl Setup {
     async fn assert_delivered(&self) {
         let expected = self.emitted();
         assert!(!expected.is_empty(), "the test emitted nothing");
-        let admin = self.collector.admin();
+        let admin = self.col().admin();
         let events = eventually(DELIVERY, "every emitted warning stored", || async {
             let events: Vec<Value> = admin
                 .all_events("")
@@ -404,7 +403,7 @@ async fn a_revoked_agent_stops_with_a_clear_error_and_a_non_zero_exit() {
 
     let status = std::process::Command::new(harness::binary("podwarn-collector"))
         .args(["agent", "revoke", "--data-dir"])
-        .arg(&s.collector.dir)
+        .arg(&s.col().dir)
         .arg(&agent_id)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -436,7 +435,7 @@ async fn nothing_the_agent_prints_holds_the_token_secret_or_a_private_key() {
     let check = std::process::Command::new(harness::binary("podwarn-agent"))
         .args(["check", "--kubeconfig"])
         .arg(&s.kubeconfig)
-        .args(["--collector", &s.collector.url, "--spool-dir"])
+        .args(["--collector", &s.col().url, "--spool-dir"])
         .arg(s.spool())
         .args(["--ca-pin", &token.pin])
         .env("PODWARN_TOKEN", &token.token)
@@ -479,5 +478,69 @@ async fn nothing_the_agent_prints_holds_the_token_secret_or_a_private_key() {
 
     std::fs::write(s.tmp.path().join("check.log"), &check_out).unwrap();
     assert_log_clean(&s.tmp.path().join("check.log"), &[token.secret()]);
+    s.assert_no_secrets(&token);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_that_expires_while_the_collector_is_away_is_replaced_by_enrolling_again() {
+    let mut s = Setup::start(&[]).await;
+    let token = s.token(&[]);
+    let collector = s.collector.take().unwrap();
+    let (addr, data) = (collector.addr(), collector.dir.clone());
+    collector.kill9();
+    // A 6-second certificate (issued offline, test-only flag): it expires
+    // while renewal cannot reach the collector.
+    let status = std::process::Command::new(harness::binary("podwarn-collector"))
+        .args(["cert", "issue", "--data-dir"])
+        .arg(&data)
+        .args(["--cluster", CLUSTER, "--ttl", "6s", "--insecure-short-ttl", "--out"])
+        .arg(s.identity())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let url = format!("https://{addr}");
+    let mut args: Vec<String> = [
+        "--kubeconfig",
+        &s.kubeconfig.display().to_string(),
+        "--collector",
+        &url,
+        "--spool-dir",
+        &s.spool().display().to_string(),
+        "--batch-interval",
+        "100ms",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.push("--stale-watch-after".into());
+    args.push("5s".into());
+    let agent = Agent::start_logged(
+        &harness::binary("podwarn-agent"),
+        &args,
+        &[("PODWARN_TOKEN", &token.token), ("PODWARN_CA_PIN", &token.pin)],
+        &s.log,
+    );
+    let pods = s.pods("api");
+    for i in 0..5 {
+        s.warn(&pods[i % 2], i);
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    s.collector = Some(Collector::start_on(
+        &harness::binary("podwarn-collector"),
+        &data,
+        &addr,
+        &[],
+    ));
+    for i in 5..10 {
+        s.warn(&pods[i % 2], i);
+    }
+    s.assert_delivered().await;
+    let agents = s.agents().await;
+    assert_eq!(agents.len(), 2, "the issued agent and the enrolled one: {agents:?}");
+    assert_eq!(s.tokens().await[0]["used"], 1);
+    assert_eq!(s.audit_actions("agent.enroll").await.len(), 1);
+    drop(agent);
     s.assert_no_secrets(&token);
 }
