@@ -393,7 +393,7 @@ fn by_identity(docs: &[Value]) -> BTreeMap<String, Value> {
 
 fn header(r: &Render) -> String {
     format!(
-        "# Generated from {} by\n# PODWARN_UPDATE_MANIFESTS=1 cargo test -p podwarn-testkit --test manifests\n# Do not edit: change the kustomize source (or the Helm chart, which renders the same objects).\n",
+        "# Generated from {} (its comments explain the choices; resource figures: docs/BENCHMARKS.md) by\n# PODWARN_UPDATE_MANIFESTS=1 cargo test -p podwarn-testkit --test manifests\n# Do not edit: change the kustomize source, and the Helm chart in deploy/helm to match (a test compares them).\n",
         r.kustomize
     )
 }
