@@ -5,8 +5,9 @@
 //! `cargo build --release --bins && cargo bench -p podwarn-testkit --bench agent`.
 //! Writes its section of `docs/BENCHMARKS.md`.
 
-use podwarn_testkit::harness::{self, Agent, Collector};
-use podwarn_testkit::{Scenario, SimConfig, Simulator};
+use podwarn_testkit::Scenario;
+use podwarn_testkit::harness;
+use podwarn_testkit::pipeline::Pipeline;
 use std::time::{Duration, Instant};
 
 const RATES: [f64; 3] = [100.0, 1_000.0, 10_000.0];
@@ -26,36 +27,10 @@ async fn main() {
         println!("agent: bench");
         return;
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let sim = Simulator::start(
-        SimConfig::default(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig).unwrap();
-    let collector = Collector::start(
-        &harness::binary("podwarn-collector"),
-        &tmp.path().join("collector"),
-        &[],
-    );
-    let cert_dir = collector.issue_cert("bench");
-    let args: Vec<String> = [
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--collector",
-        &collector.url,
-        "--cert-dir",
-        &cert_dir.display().to_string(),
-        "--spool-dir",
-        &tmp.path().join("spool").display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let agent = Agent::start(&harness::binary("podwarn-agent"), &args, &[]);
+    // The agent's own defaults (batching, stale bound), not the tests' quick ones.
+    let pipeline = Pipeline::start(&["--batch-interval", "500ms", "--stale-watch-after", "10m"]).await;
+    let agent = pipeline.agent.as_ref().expect("agent running");
+    let sim = &pipeline.sim;
     let pid = agent.child.id();
 
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -121,7 +96,5 @@ async fn main() {
     );
     println!("{section}");
     harness::write_benchmark_section("agent", &section);
-    drop(agent);
-    drop(collector);
-    sim.shutdown().await;
+    drop(pipeline);
 }

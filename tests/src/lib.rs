@@ -79,6 +79,7 @@
 //! | `DELETE /_sim/scenario` | | stops it |
 
 pub mod harness;
+pub mod pipeline;
 mod sim;
 
 pub use sim::{
