@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -46,6 +46,10 @@ const RENEW_FROM: f64 = 0.6;
 const RENEW_TO: f64 = 0.8;
 /// Longest pause between failed attempts (enroll, renew).
 const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Least time between two checks of the certificate prompted by refusals on ingest.
+const CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// Least time between two enrollments while the certificate had not expired.
+const EARLY_REENROLL_INTERVAL: Duration = Duration::from_secs(600);
 /// Timeouts of the enrollment client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -981,10 +985,12 @@ impl Lifecycle {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), EnrollError> {
         let mut due = self.schedule();
         let mut failures = 0u32;
-        // A 401 on ingest is first taken for a pooled connection holding the
-        // previous certificate (the shipper reconnects); a second one for the
-        // same certificate means the collector refuses it.
-        let mut strike: Option<String> = None;
+        // When a refusal on ingest last made us check the certificate, and
+        // when we last enrolled again although the certificate had not
+        // expired: both bounded, so a proxy that strips client certificates
+        // cannot make the agent hammer the collector or burn token uses.
+        let mut last_check: Option<Instant> = None;
+        let mut last_early_reenroll: Option<Instant> = None;
         loop {
             let wait = Duration::try_from(due.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO);
             let wake = tokio::select! {
@@ -996,18 +1002,17 @@ impl Lifecycle {
             let now = Timestamp::now();
             let reenroll = match wake {
                 Wake::Due => self.current.expired(now),
-                Wake::Refused(r) if r.status == 403 && r.code == "agent_refused" => {
-                    // Confirm by renewing: refused again only if the agent is really revoked.
-                    warn!(agent = %self.current.agent_id, "the collector refused this agent on ingest; checking by renewing");
-                    false
-                }
-                Wake::Refused(r) if r.status == 401 => {
-                    if self.current.expired(now) || strike.as_deref() == Some(self.current.serial.as_str()) {
-                        true
-                    } else {
-                        strike = Some(self.current.serial.clone());
+                Wake::Refused(r) if r.status == 401 && self.current.expired(now) => true,
+                Wake::Refused(r) if r.status == 401 || (r.status == 403 && r.code == "agent_refused") => {
+                    if last_check.is_some_and(|t| t.elapsed() < CHECK_INTERVAL) {
                         continue;
                     }
+                    last_check = Some(Instant::now());
+                    // Renewing over a fresh connection tells a stale connection or a
+                    // skewed clock (renewed) from a revoked agent (403) or a
+                    // certificate the collector no longer takes (401: enroll again).
+                    warn!(agent = %self.current.agent_id, status = r.status, code = %r.code, "the collector refused this agent's certificate on ingest; checking by renewing");
+                    false
                 }
                 Wake::Refused(_) => continue,
             };
@@ -1028,7 +1033,15 @@ impl Lifecycle {
                             dir: self.cfg.cert_dir.clone(),
                         });
                     }
-                    Err(Attempt::Reenroll { reason }) => self.reenroll(&reason, &shutdown).await,
+                    Err(Attempt::Reenroll { reason }) => {
+                        if last_early_reenroll.is_some_and(|t| t.elapsed() < EARLY_REENROLL_INTERVAL) {
+                            error!(agent = %self.current.agent_id, error = %reason, "the collector refuses a certificate that has not expired, again; not enrolling again so soon (is a proxy in the way stripping client certificates?)");
+                            Ok(None)
+                        } else {
+                            last_early_reenroll = Some(Instant::now());
+                            self.reenroll(&reason, &shutdown).await
+                        }
+                    }
                     Err(Attempt::Fatal(e)) => {
                         error!(error = %e, "renewal failed; retrying");
                         Ok(None)
@@ -1045,7 +1058,6 @@ impl Lifecycle {
                     self.link.identity_changed();
                     // Refusals reported before the swap are about the previous certificate.
                     while self.refusals.try_recv().is_ok() {}
-                    strike = None;
                     failures = 0;
                     due = self.schedule();
                 }
