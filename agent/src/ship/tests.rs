@@ -74,7 +74,10 @@ struct Running {
 
 impl Running {
     fn start(config: ShipConfig) -> Self {
-        let shipper = Shipper::with_tuning(config, fast()).expect("shipper");
+        Self::start_shipper(Shipper::with_tuning(config, fast()).expect("shipper"))
+    }
+
+    fn start_shipper(shipper: Shipper) -> Self {
         let spool = shipper.spool.clone();
         let held = shipper.held.clone();
         let (tx, rx) = mpsc::channel(100);
@@ -557,4 +560,71 @@ async fn renewed_certificate_is_used_without_a_restart() {
     .await;
     run.stop().await.expect("clean stop");
     assert!(collector.attempts().iter().all(|a| a.agent.as_deref() == Some(renewed)));
+}
+
+#[tokio::test]
+async fn with_an_identity_link_a_renewed_certificate_is_used_at_once_on_a_fresh_connection() {
+    let pki = Pki::new();
+    let collector = TestCollector::start(&pki).await;
+    let spool_dir = tempfile::tempdir().expect("tempdir");
+    let (link, _refusals) = IdentityLink::new();
+    let shipper = Shipper::with_tuning(config(&collector.url(), &pki, spool_dir.path()), fast())
+        .expect("shipper")
+        .with_identity_link(link.clone());
+    let run = Running::start_shipper(shipper);
+    run.send(0..10).await;
+    wait_until(5, "stored with the first certificate", || {
+        collector.stored_events().len() == 10
+    })
+    .await;
+
+    // No restart of the collector: the pooled connection is still open, and
+    // would present the old certificate until it expires.
+    let renewed = "spiffe://podwarn/tenant/default/cluster/test/agent/a2";
+    pki.renew_client(renewed);
+    link.identity_changed();
+    let before = collector.attempts().len();
+    run.send(10..20).await;
+    wait_until(5, "stored after the renewal", || collector.stored_events().len() == 20).await;
+    run.stop().await.expect("clean stop");
+    let after = &collector.attempts()[before..];
+    assert!(!after.is_empty());
+    assert!(after.iter().all(|a| a.agent.as_deref() == Some(renewed)), "{after:?}");
+}
+
+#[tokio::test]
+async fn a_refused_certificate_is_reported_and_retried_as_soon_as_a_new_one_is_in_place() {
+    let pki = Pki::new();
+    let collector = TestCollector::start(&pki).await;
+    collector.script([Step::Fail {
+        status: 403,
+        retry_after: None,
+    }]);
+    let spool_dir = tempfile::tempdir().expect("tempdir");
+    let (link, mut refusals) = IdentityLink::new();
+    let shipper = Shipper::with_tuning(config(&collector.url(), &pki, spool_dir.path()), fast())
+        .expect("shipper")
+        .with_identity_link(link.clone());
+    let run = Running::start_shipper(shipper);
+    run.send(0..5).await;
+    let refusal = tokio::time::timeout(Duration::from_secs(5), refusals.recv())
+        .await
+        .expect("a refusal is reported")
+        .expect("link open");
+    assert_eq!(
+        refusal,
+        CertRefusal {
+            status: 403,
+            code: "agent_refused".into()
+        }
+    );
+    // Without the announcement the batch would wait 30 s (the refused-certificate back-off).
+    let started = Instant::now();
+    link.identity_changed();
+    wait_until(5, "stored right after the new certificate", || {
+        collector.stored_events().len() == 5
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    run.stop().await.expect("clean stop");
 }
