@@ -31,9 +31,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch, enrich, classify and ship Pod warnings until stopped.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Test the setup and print a checklist with fixes ("Test connection").
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
 }
 
 /// How the agent reaches the Kubernetes API: the four onboarding workflows.
@@ -145,6 +145,29 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// Leader election on a coordination.k8s.io Lease in the agent's own namespace.
+#[derive(Debug, Clone, Args)]
+pub struct LeaderArgs {
+    /// Take part in leader election. Deployment mode: only the leader watches and ships
+    /// (run 2 replicas for a warm standby). DaemonSet mode: the leader also ships warnings
+    /// of Pods that have no node yet (FailedScheduling).
+    #[arg(long, env = "PODWARN_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "PODWARN_LEASE_NAME", default_value = "podwarn-agent")]
+    pub lease_name: String,
+    /// Namespace of the Lease: the agent's own (POD_NAMESPACE from the downward API).
+    /// Default: the namespace of the service account or kubeconfig context.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This agent's identity in the election (POD_NAME from the downward API). Default: host name and a random suffix.
+    #[arg(long, env = "POD_NAME")]
+    pub lease_identity: Option<String>,
+    /// How long a lease is valid after its last renewal; a standby takes over within it.
+    #[arg(long, env = "PODWARN_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+}
+
 /// `run` flags.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -154,6 +177,8 @@ pub struct RunArgs {
     pub scope: ScopeArgs,
     #[command(flatten)]
     pub ship: ShipArgs,
+    #[command(flatten)]
+    pub leader: LeaderArgs,
     /// Folder for the on-disk spool used while the collector is unreachable.
     #[arg(long, env = "PODWARN_SPOOL_DIR", default_value = "/var/lib/podwarn-agent")]
     pub spool_dir: PathBuf,

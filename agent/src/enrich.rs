@@ -68,7 +68,7 @@ pub struct EnrichConfig {
     /// In DaemonSet mode, this agent's node: warnings of Pods on other nodes are not its to ship.
     pub node: Option<String>,
     /// Whether this agent ships warnings of Pods that have no node yet.
-    pub ships_unscheduled: bool,
+    pub ships_unscheduled: Arc<AtomicBool>,
 }
 
 /// The enricher; cheap to clone.
@@ -185,7 +185,7 @@ impl Enricher {
         match (&self.config.node, node) {
             (None, _) => true,
             (Some(mine), Some(node)) => mine == node,
-            (Some(_), None) => self.config.ships_unscheduled,
+            (Some(_), None) => self.config.ships_unscheduled.load(Ordering::Relaxed),
         }
     }
 

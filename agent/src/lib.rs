@@ -15,6 +15,7 @@ pub mod check;
 pub mod config;
 pub mod enrich;
 pub mod enroll;
+pub mod lease;
 pub mod ops;
 pub mod podstatus;
 pub mod ship;
@@ -26,6 +27,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +40,30 @@ pub struct ConfigError(pub String);
 const ENRICH_CONCURRENCY: usize = 16;
 /// Distinct event uids remembered to skip re-shipping after a relist.
 const SEEN_CAPACITY: usize = 200_000;
+
+/// Joins the lease election when `--leader-elect` is set; the receiver holds
+/// whether this agent leads. Without an election the agent always leads.
+fn leader_election(
+    args: &config::LeaderArgs,
+    client: &kube::Client,
+    shutdown: &CancellationToken,
+) -> Option<tokio::sync::watch::Receiver<bool>> {
+    if !args.leader_elect {
+        ops::metrics().leader.set(1);
+        return None;
+    }
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let identity = args.lease_identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "podwarn-agent".into());
+        format!("{host}-{:08x}", rand::random::<u32>())
+    });
+    tracing::info!(lease = %args.lease_name, namespace = %namespace, identity = %identity, "joining the lease election");
+    let config = lease::LeaseConfig::with_duration(args.lease_name.clone(), namespace, identity, args.lease_duration);
+    Some(lease::spawn(client.clone(), config, shutdown.clone()))
+}
 
 /// Runs the agent until `shutdown` is cancelled, then stops the watches,
 /// lets enrichment finish (bounded by `--drain-timeout`) and flushes what is
@@ -101,6 +127,43 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let mut lifecycle =
         tokio::spawn(enroll::Lifecycle::new(identity, current, link, refusals).run(lifecycle_token.clone()));
 
+    let mut leadership = leader_election(&args.leader, &access.client, &shutdown);
+    let ships_unscheduled = Arc::new(AtomicBool::new(true));
+    if args.scope.mode == Mode::Deployment
+        && let Some(leading) = leadership.as_mut()
+    {
+        // A standby is doing its job: ready, its shipper draining any old spool, not watching.
+        readiness.watching.store(true, Ordering::Relaxed);
+        readiness.shipping.store(true, Ordering::Relaxed);
+        tracing::info!("standing by until this agent holds the lease");
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                lifecycle_token.cancel();
+                let (_idle_tx, idle_rx) = mpsc::channel(1);
+                let stop = CancellationToken::new();
+                stop.cancel();
+                shipper.run(idle_rx, stop, readiness.clone()).await?;
+                return Ok(());
+            }
+            led = leading.wait_for(|leading| *leading) => {
+                led.map_err(|_| anyhow::anyhow!("the lease election stopped"))?;
+            }
+        }
+        readiness.watching.store(false, Ordering::Relaxed);
+        tracing::info!("leading: starting the watches");
+    } else if let Some(leading) = leadership.clone() {
+        // DaemonSet: every agent ships its node; the lease holder also ships Pods without one.
+        let flag = ships_unscheduled.clone();
+        tokio::spawn(async move {
+            let mut leading = leading;
+            loop {
+                flag.store(*leading.borrow_and_update(), Ordering::Relaxed);
+                if leading.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let scope = Arc::new(watch::Scope {
         namespaces: args.scope.namespaces.clone(),
         excluded: args.scope.exclude_namespaces.iter().cloned().collect::<HashSet<_>>(),
@@ -113,9 +176,9 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
             log_lines: if args.no_logs { 0 } else { args.log_lines },
             log_max_bytes: args.log_max_bytes,
             node: node.clone(),
-            // Until leader election decides who ships Pods without a node, every
-            // agent does: the collector's dedup makes the copies harmless.
-            ships_unscheduled: true,
+            // Without an election every DaemonSet agent ships Pods without a node
+            // (the collector's dedup absorbs the copies); with one, only the leader.
+            ships_unscheduled: ships_unscheduled.clone(),
         },
     );
     let (raw_tx, raw_rx) = mpsc::channel::<enrich::Candidate>(1024);
@@ -157,8 +220,21 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
 
     // Set when the identity is lost for good (revoked, or refused when enrolling again).
     let mut lost_identity = None;
+    let lost_lead = async {
+        match leadership.as_mut().filter(|_| args.scope.mode == Mode::Deployment) {
+            Some(leading) => {
+                let _ = leading.wait_for(|leading| !*leading).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         () = shutdown.cancelled() => {}
+        () = lost_lead => {
+            // Another agent may lead now: stop shipping, flush, and restart as a standby.
+            tracing::warn!("lost the lease; flushing pending events to the spool and stopping");
+            lost_identity = Some(anyhow::anyhow!("lost leadership of the lease; exiting so the restart stands by"));
+        }
         finished = &mut ship_task => {
             watch_token.cancel();
             lifecycle_token.cancel();

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
                     shutdown_signal().await;
                     on_signal.cancel();
                 });
-                match podwarn_agent::run(args, shutdown).await {
+                match podwarn_agent::run(*args, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e:#}");

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub permission_missing: Family<PermissionLabel, Counter>,
     /// Kubernetes API lookups for enrichment that failed.
     pub enrich_failures: Counter,
+    /// 1 while this agent leads (or ships without an election), else 0.
+    pub leader: Gauge,
     registry: Registry,
 }
 
@@ -71,6 +73,7 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             permission_missing: Family::default(),
             enrich_failures: Counter::default(),
+            leader: Gauge::default(),
             registry: Registry::with_prefix("podwarn_agent"),
         };
         let mut registry = Registry::with_prefix("podwarn_agent");
@@ -120,6 +123,11 @@ impl Metrics {
             "enrich_failures",
             "Failed enrichment lookups",
             m.enrich_failures.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this agent leads the lease election",
+            m.leader.clone(),
         );
         Self { registry, ..m }
     }

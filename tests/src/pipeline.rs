@@ -34,16 +34,24 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts the simulator, the collector and one agent with `agent_args` added.
     pub async fn start(agent_args: &[&str]) -> Pipeline {
+        let mut p = Self::without_agent().await;
+        p.start_agent(agent_args);
+        p
+    }
+
+    /// Starts the simulator and the collector; agents come with [`Pipeline::start_agent`]
+    /// or [`Pipeline::spawn_agent`].
+    pub async fn without_agent() -> Pipeline {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let sim = Simulator::start(
             SimConfig::default(),
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         )
         .await
-        .unwrap();
-        let tmp = tempfile::tempdir().unwrap();
+        .expect("start the simulator");
+        let tmp = tempfile::tempdir().expect("temp dir");
         let kubeconfig = tmp.path().join("kubeconfig");
-        sim.write_kubeconfig(&kubeconfig).unwrap();
+        sim.write_kubeconfig(&kubeconfig).expect("kubeconfig");
         let collector = Collector::start(
             &harness::binary("podwarn-collector"),
             &tmp.path().join("collector"),
@@ -51,7 +59,7 @@ impl Pipeline {
         );
         let cert_dir = collector.issue_cert("sim");
         let collector_addr = collector.addr();
-        let mut p = Pipeline {
+        Pipeline {
             sim,
             collector: Some(collector),
             agent: None,
@@ -59,9 +67,7 @@ impl Pipeline {
             kubeconfig,
             cert_dir,
             collector_addr,
-        };
-        p.start_agent(agent_args);
-        p
+        }
     }
 
     /// The arguments of the main agent, with `extra` added.
