@@ -78,11 +78,15 @@ impl Setup {
     }
 
     fn agent_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        self.agent_at(&self.col().url, extra, env)
+    }
+
+    fn agent_at(&self, collector: &str, extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut args: Vec<String> = [
             "--kubeconfig",
             &self.kubeconfig.display().to_string(),
             "--collector",
-            &self.col().url,
+            collector,
             "--spool-dir",
             &self.spool().display().to_string(),
             "--batch-interval",
@@ -501,26 +505,10 @@ async fn a_certificate_that_expires_while_the_collector_is_away_is_replaced_by_e
         .unwrap();
     assert!(status.success());
     let url = format!("https://{addr}");
-    let mut args: Vec<String> = [
-        "--kubeconfig",
-        &s.kubeconfig.display().to_string(),
-        "--collector",
+    let agent = s.agent_at(
         &url,
-        "--spool-dir",
-        &s.spool().display().to_string(),
-        "--batch-interval",
-        "100ms",
-    ]
-    .iter()
-    .map(|a| (*a).to_owned())
-    .collect();
-    args.push("--stale-watch-after".into());
-    args.push("5s".into());
-    let agent = Agent::start_logged(
-        &harness::binary("podwarn-agent"),
-        &args,
+        &[],
         &[("PODWARN_TOKEN", &token.token), ("PODWARN_CA_PIN", &token.pin)],
-        &s.log,
     );
     let pods = s.pods("api");
     for i in 0..5 {
@@ -542,5 +530,78 @@ async fn a_certificate_that_expires_while_the_collector_is_away_is_replaced_by_e
     assert_eq!(s.tokens().await[0]["used"], 1);
     assert_eq!(s.audit_actions("agent.enroll").await.len(), 1);
     drop(agent);
+    s.assert_no_secrets(&token);
+}
+
+/// An HTTPS server with a CA of its own that records every request: a
+/// collector impostor between the agent and the real one.
+async fn impostor() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    use std::sync::{Arc, Mutex};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let pem = cert.pem();
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key_der)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |method: http::Method, uri: http::Uri, body: bytes::Bytes| {
+        let record = record.clone();
+        let pem = pem.clone();
+        async move {
+            record
+                .lock()
+                .unwrap()
+                .push(format!("{method} {} {}", uri.path(), String::from_utf8_lossy(&body)));
+            if uri.path() == "/v1/ca" { pem } else { "{}".to_owned() }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_impostor_collector_gets_a_ca_request_and_never_the_token() {
+    let s = Setup::start(&[]).await;
+    let token = s.token(&[]);
+    let (url, seen) = impostor().await;
+    let mut agent = s.agent_at(
+        &url,
+        &[],
+        &[("PODWARN_TOKEN", &token.token), ("PODWARN_CA_PIN", &token.pin)],
+    );
+    let status = agent.wait_exit(Duration::from_secs(30)).expect("the agent must stop");
+    assert_eq!(status.code(), Some(64));
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|r| r.starts_with("GET /v1/ca")), "{seen:?}");
+    assert!(
+        seen.iter().all(|r| r.starts_with("GET /v1/ca")),
+        "the agent sent more than a CA request: {seen:?}"
+    );
+    assert!(seen.iter().all(|r| !r.contains(token.secret())));
     s.assert_no_secrets(&token);
 }
