@@ -811,12 +811,17 @@ async fn post_for_cert(
                 reason: format!("{url} answered 200 without a usable certificate"),
                 after: None,
             })?;
-        write_identity(dir, key_pem, &issued.cert, ca_pem).map_err(Attempt::Fatal)?;
-        if let Err(why) = load_pair(dir, issued.cert.as_bytes()) {
-            return Err(Attempt::Fatal(EnrollError::Unexpected(format!(
-                "the certificate the collector issued is unusable: {why}"
-            ))));
+        // Checked before anything is written: a certificate for another key
+        // must not replace a working pair.
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes()).ok().flatten();
+        let matches = key.is_some_and(|key| rustls::sign::CertifiedKey::from_der(chain, key, &provider()).is_ok());
+        if !matches {
+            return Err(Attempt::Retry {
+                reason: format!("{url} answered with a certificate that is not for this agent's new key"),
+                after: None,
+            });
         }
+        write_identity(dir, key_pem, &issued.cert, ca_pem).map_err(Attempt::Fatal)?;
         return Ok(info);
     }
     let (code, message) = serde_json::from_slice::<ErrorBody>(&raw)
