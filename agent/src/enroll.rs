@@ -1165,6 +1165,39 @@ mod tests {
     }
 
     #[test]
+    fn flags_and_files_give_the_identity_configuration() {
+        use clap::Parser;
+        let tmp = tempfile::tempdir().unwrap();
+        let token_file = tmp.path().join("token");
+        std::fs::write(&token_file, "pw1.0123456789ab.c2VjcmV0LXNlY3JldC1zZWNyZXQ\n").unwrap();
+        let pin_file = tmp.path().join("pin");
+        std::fs::write(&pin_file, format!("sha256:{}\n", "AB".repeat(32))).unwrap();
+        let parse = |args: &[&str]| {
+            let mut all = vec!["podwarn-agent", "run", "--collector", "https://c.example:8443"];
+            all.extend_from_slice(args);
+            let crate::config::Command::Run(run) = crate::config::Cli::parse_from(all).command else {
+                panic!("run expected")
+            };
+            IdentityConfig::from_args(&run.ship, Path::new("/spool"))
+        };
+        let token = token_file.to_str().unwrap();
+        let pin = pin_file.to_str().unwrap();
+        let cfg = parse(&["--token-file", token, "--ca-pin-file", pin]).unwrap();
+        assert_eq!(cfg.cert_dir, Path::new("/spool/identity"));
+        assert_eq!(cfg.token.as_ref().map(Token::id), Some("0123456789ab"));
+        assert_eq!(cfg.pin.unwrap().to_string(), format!("sha256:{}", "ab".repeat(32)));
+        assert!(matches!(
+            parse(&["--token-file", token]),
+            Err(EnrollError::TokenWithoutPin)
+        ));
+        assert!(parse(&["--cert-dir", "/certs"]).unwrap().token.is_none());
+        assert!(matches!(
+            parse(&["--token", "pw1.x", "--ca-pin-file", pin]),
+            Err(EnrollError::TokenMalformed(_))
+        ));
+    }
+
+    #[test]
     fn identity_files_are_written_atomically_with_a_private_key_of_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
