@@ -46,6 +46,8 @@ const RENEW_FROM: f64 = 0.6;
 const RENEW_TO: f64 = 0.8;
 /// Longest pause between failed attempts (enroll, renew).
 const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Least time from one certificate to its renewal.
+const MIN_RENEW_GAP_SECS: i64 = 10;
 /// Least time between two checks of the certificate prompted by refusals on ingest.
 const CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Least time between two enrollments while the certificate had not expired.
@@ -381,8 +383,13 @@ pub struct CertInfo {
     pub cluster: String,
     /// Serial number, hex.
     pub serial: String,
-    /// Start of validity.
+    /// Start of validity (collectors backdate it a few minutes for clock skew).
     pub not_before: Timestamp,
+    /// When it was issued, as well as the agent can tell: when it arrived,
+    /// or when `tls.crt` was written; never before `not_before`. Lifetime
+    /// fractions count from here, so a backdated short certificate is not
+    /// renewed the moment it arrives.
+    pub issued: Timestamp,
     /// End of validity.
     pub not_after: Timestamp,
 }
@@ -395,11 +402,17 @@ impl CertInfo {
 
     /// The fraction of its lifetime left at `now` (0 when expired).
     pub fn life_left(&self, now: Timestamp) -> f64 {
-        let total = self.not_after.duration_since(self.not_before).as_secs_f64();
+        let total = self.not_after.duration_since(self.issued).as_secs_f64();
         if total <= 0.0 {
             return 0.0;
         }
         (self.not_after.duration_since(now).as_secs_f64() / total).clamp(0.0, 1.0)
+    }
+
+    /// With `issued` set to `at`, kept within the validity.
+    fn issued_at(mut self, at: Timestamp) -> Self {
+        self.issued = at.clamp(self.not_before, self.not_after);
+        self
     }
 
     fn describe(der: &[u8]) -> Option<Self> {
@@ -428,6 +441,7 @@ impl CertInfo {
             cluster,
             serial: cert.raw_serial_as_string().replace(':', ""),
             not_before: Timestamp::from_second(cert.validity().not_before.timestamp()).ok()?,
+            issued: Timestamp::from_second(cert.validity().not_before.timestamp()).ok()?,
             not_after: Timestamp::from_second(cert.validity().not_after.timestamp()).ok()?,
         })
     }
@@ -454,7 +468,14 @@ pub fn read_stored(dir: &Path) -> Stored {
     };
     match load_pair(dir, &cert_pem) {
         Ok((chain, _)) => match CertInfo::describe(&chain[0]) {
-            Some(info) => Stored::Present(info),
+            Some(info) => {
+                let written = std::fs::metadata(&cert_path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| Timestamp::try_from(t).ok())
+                    .map_or(info.not_before, |t| t.min(Timestamp::now()));
+                Stored::Present(info.issued_at(written))
+            }
             None => Stored::Unusable(format!("{} is not an X.509 certificate", cert_path.display())),
         },
         Err(why) => Stored::Unusable(why),
@@ -529,11 +550,11 @@ fn write_identity(dir: &Path, key_pem: &str, cert_pem: &str, ca_pem: &[u8]) -> R
     })
 }
 
-/// When to renew: `fraction` (60–80 %) of the way from `not_before` to `not_after`.
-pub fn renew_at(not_before: Timestamp, not_after: Timestamp, fraction: f64) -> Timestamp {
-    let life = not_after.duration_since(not_before).as_secs_f64().max(0.0);
+/// When to renew: `fraction` (60–80 %) of the way from `issued` to `not_after`.
+pub fn renew_at(issued: Timestamp, not_after: Timestamp, fraction: f64) -> Timestamp {
+    let life = not_after.duration_since(issued).as_secs_f64().max(0.0);
     let offset = SignedDuration::try_from_secs_f64(life * fraction.clamp(0.0, 1.0)).unwrap_or(SignedDuration::ZERO);
-    not_before.checked_add(offset).unwrap_or(not_after)
+    issued.checked_add(offset).unwrap_or(not_after)
 }
 
 /// A random fraction in the renewal window, so agents enrolled together do not renew together.
@@ -807,6 +828,7 @@ async fn post_for_cert(
         let info = chain
             .first()
             .and_then(|c| CertInfo::describe(c))
+            .map(|info| info.issued_at(Timestamp::now()))
             .ok_or_else(|| Attempt::Retry {
                 reason: format!("{url} answered 200 without a usable certificate"),
                 after: None,
@@ -1083,7 +1105,11 @@ impl Lifecycle {
     }
 
     fn schedule(&self) -> Timestamp {
-        let at = renew_at(self.current.not_before, self.current.not_after, renewal_fraction());
+        let at = renew_at(self.current.issued, self.current.not_after, renewal_fraction());
+        // Never a tight loop, whatever the certificate says.
+        let at = at
+            .max(Timestamp::now() + SignedDuration::from_secs(MIN_RENEW_GAP_SECS))
+            .min(self.current.not_after);
         info!(agent = %self.current.agent_id, not_after = %self.current.not_after, renew_at = %at, "next certificate renewal");
         at
     }
@@ -1234,6 +1260,12 @@ mod tests {
             seen.insert((f * 1000.0) as u64);
         }
         assert!(seen.len() > 50, "no jitter: {} distinct", seen.len());
+        // A one-minute certificate, backdated five minutes as the collector does, still
+        // renews 36 to 48 seconds after it was issued, not at once.
+        let issued: Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
+        let one_minute = issued + SignedDuration::from_secs(60);
+        let at = renew_at(issued, one_minute, renewal_fraction());
+        assert!((36..=48).contains(&at.duration_since(issued).as_secs()));
         // A one-minute certificate renews between 36 and 48 seconds.
         let short = nb + SignedDuration::from_secs(60);
         let at = renew_at(nb, short, renewal_fraction());

@@ -340,7 +340,10 @@ async fn the_agent_renews_before_expiry_with_a_new_key_and_loses_nothing() {
         agents[0]["cert_expires"], first_expiry,
         "the certificate was not renewed"
     );
-    assert!(!s.audit_actions("agent.renew").await.is_empty());
+    // 60–80 % of a one-minute lifetime: one or two renewals in 75 s, not a storm
+    // (the collector backdates not_before; the agent counts from issue).
+    let renewals = s.audit_actions("agent.renew").await.len();
+    assert!((1..=3).contains(&renewals), "{renewals} renewals in 75 s");
     assert_eq!(s.tokens().await[0]["used"], 1, "renewal must not spend the token");
     let after = cert_fingerprint(&s.identity());
     assert_ne!(after.0, before.0, "tls.crt unchanged");
