@@ -7,16 +7,18 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-STATE="$PWD/.podwarn"
+STATE="${PODWARN_STATE_DIR:-$PWD/.podwarn}"
 DATA="$STATE/collector"
 LISTEN="${PODWARN_LISTEN:-127.0.0.1:8443}"
 SCENARIO="${PODWARN_SIM_SCENARIO:-mixed}"
 RATE="${PODWARN_SIM_RATE:-5}"
 mkdir -p "$STATE"
 
-echo "==> building (the first build takes a few minutes)"
-cargo build --quiet --bins
 BIN="$PWD/target/debug"
+if [ -z "${PODWARN_SKIP_BUILD:-}" ]; then
+  echo "==> building (the first build takes a few minutes)"
+  cargo build --quiet --bins
+fi
 
 PIDS=()
 cleanup() {
