@@ -127,7 +127,7 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     println!("collector: {url}\n");
     println!("Run the agent with them:\n");
     println!(
-        "  podwarn-agent --token {} --ca-pin {} --collector {url}\n",
+        "  podwarn-agent run --token {} --ca-pin {} --collector {url}\n",
         created.token, created.ca_pin
     );
     println!("or store them in the Secret the agent manifests read (kubectl apply -f -):\n");
