@@ -8,7 +8,7 @@
 
 use super::cluster::{cluster_is_free, purge_step, remove_cluster};
 use super::schema::*;
-use super::writer::{State, Tables, check_agent};
+use super::writer::{State, Tables, Work, check_agent};
 use super::{Result, StoreError, now_us};
 use crate::tls::AgentIdentity;
 use redb::{ReadableTable, Table};
@@ -182,7 +182,7 @@ pub fn check_token(rec: Option<&TokenRecord>, secret_sha256: &[u8; 32], now: i64
 }
 
 /// Applies one job inside the writer's transaction.
-pub(super) fn apply(t: &mut Tables<'_>, state: &mut State, job: AccessJob) -> Result<AccessOutcome> {
+pub(super) fn apply(t: &mut Tables<'_>, state: &mut State, w: &mut Work<'_>, job: AccessJob) -> Result<AccessOutcome> {
     let now = now_us();
     let mut log = Audit {
         actor: job.actor,
@@ -302,7 +302,7 @@ pub(super) fn apply(t: &mut Tables<'_>, state: &mut State, job: AccessJob) -> Re
         AccessOp::RemoveCluster { cluster, tenant } => remove_cluster(t, state, &mut log, &cluster, &tenant),
         AccessOp::PurgeStep { cluster } => {
             let tenant = state.clusters.get(&cluster).map(|(_, c)| c.tenant.clone());
-            let out = purge_step(t, state, &cluster)?;
+            let out = purge_step(t, state, w, &cluster)?;
             if let Some(tenant) = tenant.filter(|_| !out.more) {
                 log.write(t, state, "cluster.purge", &tenant, Some(&cluster), &cluster, None)?;
             }

@@ -4,8 +4,9 @@
 
 use super::Result;
 use super::access::{AccessOutcome, Audit, PurgeOutcome, Refusal, not_found, put};
+use super::postings;
 use super::schema::*;
-use super::writer::{State, Tables};
+use super::writer::{State, Tables, Work, delete_event, segment_events};
 use redb::ReadableTable;
 
 /// Most records one purge transaction deletes, so ingest never waits long.
@@ -93,31 +94,29 @@ pub(super) fn remove_cluster(
 
 /// Deletes up to [`PURGE_BUDGET`] events, then incidents, of a cluster; when
 /// none are left, the cluster record itself.
-pub(super) fn purge_step(t: &mut Tables<'_>, state: &mut State, cluster: &str) -> Result<PurgeOutcome> {
+pub(super) fn purge_step(
+    t: &mut Tables<'_>,
+    state: &mut State,
+    w: &mut Work<'_>,
+    cluster: &str,
+) -> Result<PurgeOutcome> {
     let mut out = PurgeOutcome::default();
     let Some((id, _)) = state.clusters.get(cluster).cloned() else {
         return Ok(out);
     };
+    'segments: for (segment, _) in postings::segments(&t.segments)? {
+        for (_, entry) in segment_events(t, segment, Some(id))? {
+            if out.events as usize == PURGE_BUDGET {
+                out.more = true;
+                break 'segments;
+            }
+            if delete_event(t, w, segment, entry.seq)?.is_some() {
+                out.events += 1;
+            }
+        }
+    }
     let lo = index_key(Dim::Time, id, 0, i64::MIN, 0);
     let hi = index_key(Dim::Time, id, 0, i64::MAX, u64::MAX);
-    let mut doomed = Vec::new();
-    for row in t.index.range(lo.as_slice()..=hi.as_slice())? {
-        if doomed.len() == PURGE_BUDGET {
-            out.more = true;
-            break;
-        }
-        doomed.push(position_of(row?.0.value()).1);
-    }
-    for seq in doomed {
-        let Some(bytes) = t.events.remove(seq)? else { continue };
-        let ev: EventRecord = decode(bytes.value())?;
-        drop(bytes);
-        for key in index_entries(&ev, seq) {
-            t.index.remove(key.as_slice())?;
-        }
-        t.uids.remove(uid_key(ev.cluster, &ev.uid).as_slice())?;
-        out.events += 1;
-    }
     if out.more {
         return Ok(out);
     }

@@ -9,6 +9,8 @@
 mod access;
 mod access_read;
 mod cluster;
+mod compact;
+mod postings;
 mod reader;
 pub mod schema;
 mod writer;
@@ -86,6 +88,7 @@ pub struct Store {
     db: Arc<redb::Database>,
     jobs: mpsc::Sender<writer::Job>,
     path: PathBuf,
+    strings: Arc<compact::Resolver>,
 }
 
 /// How many requests may wait for the writer before senders queue up.
@@ -108,6 +111,7 @@ impl Store {
             db,
             jobs,
             path: path.into(),
+            strings: Arc::default(),
         })
     }
 
@@ -210,7 +214,8 @@ impl Store {
 
     /// A page of events matching `query`, newest activity first.
     pub async fn events(&self, query: EventQuery) -> Result<Page<StoredEvent>> {
-        self.read(move |txn| reader::events(txn, &query)).await
+        let strings = self.strings.clone();
+        self.read(move |txn| reader::events(txn, &query, &strings)).await
     }
 
     /// A page of incidents matching `query`, most recently seen first.

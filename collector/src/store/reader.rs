@@ -2,13 +2,16 @@
 //! per-cluster ranges), check the remaining filters on each record, and stop
 //! after a bounded amount of work so that no query scans the whole store.
 
+use super::compact::{CompactEvent, Resolver, STRING_TEXT, STRINGS, lookup};
+use super::postings::{self, Entry, POSTINGS, SEGMENTS, SegmentInfo, posting_key};
 use super::schema::*;
 use super::{Result, StoreError};
 use crate::incidents;
 use jiff::Timestamp;
 use podwarn_shared::{IncidentType, Severity, WarningEvent, Workload};
-use redb::{ReadTransaction, ReadableTable};
+use redb::{ReadTransaction, ReadableTable, TableDefinition};
 use serde::Serialize;
+use std::collections::BinaryHeap;
 use std::collections::HashMap;
 
 /// Most index entries one query examines before it answers with what it
@@ -278,16 +281,6 @@ fn workload_matches(filter: &Option<(Option<String>, String)>, workload: &Option
     }
 }
 
-fn event_matches(q: &EventQuery, r: &EventRecord) -> bool {
-    q.namespace.as_ref().is_none_or(|v| *v == r.namespace)
-        && q.pod.as_ref().is_none_or(|v| *v == r.pod)
-        && workload_matches(&q.workload, &r.workload)
-        && q.node.as_ref().is_none_or(|v| Some(v) == r.node.as_ref())
-        && q.reason.as_ref().is_none_or(|v| *v == r.reason)
-        && q.incident_type.is_none_or(|t| t.code() == r.incident_type)
-        && q.incident.is_none_or(|i| i == r.incident)
-}
-
 fn event_view(rec: EventRecord, cluster: &str) -> StoredEvent {
     StoredEvent {
         cluster: cluster.to_owned(),
@@ -317,49 +310,197 @@ fn event_view(rec: EventRecord, cluster: &str) -> StoredEvent {
     }
 }
 
+/// A query filter on a name, as a dictionary id: `Ok(None)` when there is no
+/// filter, `Err(())` when the name was never stored (nothing can match).
+type IdFilter = std::result::Result<Option<u32>, ()>;
+
+fn id_filter(dictionary: &impl ReadableTable<&'static str, u32>, name: Option<&str>) -> Result<IdFilter> {
+    Ok(match name {
+        None => Ok(None),
+        Some(name) => lookup(dictionary, name)?.map(Some).ok_or(()),
+    })
+}
+
+/// The name filters of an event query, as dictionary ids.
+struct IdFilters {
+    namespace: Option<u32>,
+    pod: Option<u32>,
+    node: Option<u32>,
+    workload_kind: Option<u32>,
+    workload_name: Option<u32>,
+    reason: Option<u32>,
+}
+
+impl IdFilters {
+    /// `None` when some filter names something never stored.
+    fn of(dictionary: &impl ReadableTable<&'static str, u32>, q: &EventQuery) -> Result<Option<Self>> {
+        let (kind, name) = match &q.workload {
+            Some((kind, name)) => (kind.as_deref(), Some(name.as_str())),
+            None => (None, None),
+        };
+        let all = [
+            id_filter(dictionary, q.namespace.as_deref())?,
+            id_filter(dictionary, q.pod.as_deref())?,
+            id_filter(dictionary, q.node.as_deref())?,
+            id_filter(dictionary, kind)?,
+            id_filter(dictionary, name)?,
+            id_filter(dictionary, q.reason.as_deref())?,
+        ];
+        let Ok([namespace, pod, node, workload_kind, workload_name, reason]) = all
+            .into_iter()
+            .collect::<std::result::Result<Vec<_>, ()>>()
+            .map(|v| <[Option<u32>; 6]>::try_from(v).unwrap_or_default())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            namespace,
+            pod,
+            node,
+            workload_kind,
+            workload_name,
+            reason,
+        }))
+    }
+
+    /// The index to walk: the most selective filter given.
+    fn dimension(&self, incident: Option<u64>) -> (Dim, u64) {
+        if let Some(pod) = self.pod {
+            (Dim::Pod, u64::from(pod))
+        } else if let Some(incident) = incident {
+            (Dim::Incident, incident)
+        } else if let Some(name) = self.workload_name {
+            (Dim::Workload, u64::from(name))
+        } else if let Some(node) = self.node {
+            (Dim::Node, u64::from(node))
+        } else if let Some(ns) = self.namespace {
+            (Dim::Namespace, u64::from(ns))
+        } else {
+            (Dim::Time, 0)
+        }
+    }
+
+    fn matches(&self, q: &EventQuery, e: &CompactEvent) -> bool {
+        let same = |filter: Option<u32>, value: Option<u32>| filter.is_none_or(|f| Some(f) == value);
+        same(self.namespace, Some(e.namespace))
+            && same(self.pod, Some(e.pod))
+            && same(self.node, e.node)
+            && same(self.workload_kind, e.workload.map(|w| w.0))
+            && (self.workload_name.is_none() || e.workload.is_some())
+            && same(self.workload_name, e.workload.map(|w| w.1))
+            && same(self.reason, Some(e.reason))
+            && q.incident_type.is_none_or(|t| t.code() == e.incident_type)
+            && q.incident.is_none_or(|i| i == e.incident)
+    }
+}
+
+/// Walks the posting lists of one `(dimension, value)` newest first across
+/// segments and clusters, opening a segment only once its newest entry could
+/// be next. Calls `visit` until it returns false or [`MAX_SCAN`] entries were
+/// seen; returns whether the budget ran out, and the last position visited.
+fn walk_postings(
+    txn: &ReadTransaction,
+    clusters: &[u32],
+    (dim, value): (Dim, u64),
+    (lo_ts, hi): (i64, (i64, u64)),
+    mut visit: impl FnMut(Position) -> Result<bool>,
+) -> Result<(bool, Option<Position>)> {
+    let (Some(lists), Some(segment_table)) = (open_optional(txn, POSTINGS)?, open_optional(txn, SEGMENTS)?) else {
+        return Ok((false, None));
+    };
+    let mut candidates: Vec<(u32, SegmentInfo)> = postings::segments(&segment_table)?
+        .into_iter()
+        .filter(|(_, info)| info.overlaps(lo_ts, hi.0))
+        .collect();
+    candidates.sort_by_key(|(_, info)| std::cmp::Reverse(info.max_ts));
+    let mut sources: Vec<Vec<Entry>> = Vec::new();
+    let mut heads: BinaryHeap<(Entry, usize, usize)> = BinaryHeap::new();
+    let mut opened = 0;
+    let mut seen = 0;
+    let mut last = None;
+    loop {
+        while let Some((segment, info)) = candidates.get(opened)
+            && heads.peek().is_none_or(|(best, _, _)| info.max_ts >= best.ts_us)
+        {
+            for cluster in clusters {
+                let Some(bytes) = lists.get(posting_key(*segment, dim, *cluster, value))? else {
+                    continue;
+                };
+                let list: Vec<Entry> = postings::decode_list(bytes.value())?
+                    .into_iter()
+                    .filter(|e| e.ts_us >= lo_ts && (e.ts_us, e.seq) < hi)
+                    .collect();
+                if let Some(first) = list.first() {
+                    heads.push((*first, sources.len(), 0));
+                    sources.push(list);
+                }
+            }
+            opened += 1;
+        }
+        let Some((entry, source, at)) = heads.pop() else {
+            return Ok((false, last));
+        };
+        if seen == MAX_SCAN {
+            return Ok((true, last));
+        }
+        seen += 1;
+        if let Some(next) = sources[source].get(at + 1) {
+            heads.push((*next, source, at + 1));
+        }
+        let position = Position {
+            ts_us: entry.ts_us,
+            id: entry.seq,
+        };
+        last = Some(position);
+        if !visit(position)? {
+            return Ok((false, last));
+        }
+    }
+}
+
+fn open_optional<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>> {
+    match txn.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A page of events.
-pub(super) fn events(txn: &ReadTransaction, q: &EventQuery) -> Result<Page<StoredEvent>> {
+pub(super) fn events(txn: &ReadTransaction, q: &EventQuery, strings: &Resolver) -> Result<Page<StoredEvent>> {
+    let empty = Page {
+        items: Vec::new(),
+        next: None,
+    };
     let clusters = cluster_map(txn)?;
     let ids = selected(&clusters, &q.clusters, &q.tenant);
     if ids.is_empty() || q.limit == 0 {
-        return Ok(Page {
-            items: Vec::new(),
-            next: None,
-        });
+        return Ok(empty);
     }
-    let (dim, value) = if let Some(pod) = &q.pod {
-        (Dim::Pod, value_hash(pod))
-    } else if let Some(incident) = q.incident {
-        (Dim::Incident, incident)
-    } else if let Some((_, name)) = &q.workload {
-        (Dim::Workload, value_hash(name))
-    } else if let Some(node) = &q.node {
-        (Dim::Node, value_hash(node))
-    } else if let Some(ns) = &q.namespace {
-        (Dim::Namespace, value_hash(ns))
-    } else {
-        (Dim::Time, 0)
+    let (Some(dictionary), Some(text), Some(events)) = (
+        open_optional(txn, STRINGS)?,
+        open_optional(txn, STRING_TEXT)?,
+        open_optional(txn, EVENTS)?,
+    ) else {
+        return Ok(empty);
     };
-    let index = txn.open_table(EVENT_INDEX)?;
-    let events = txn.open_table(EVENTS)?;
-    let (hi_ts, hi_id) = upper(q.until_us, q.after);
+    let Some(filters) = IdFilters::of(&dictionary, q)? else {
+        return Ok(empty);
+    };
+    let hi = upper(q.until_us, q.after);
     let lo_ts = q.since_us.unwrap_or(i64::MIN);
-    let mut ranges = Vec::with_capacity(ids.len());
-    for c in &ids {
-        let lo = index_key(dim, *c, value, lo_ts, 0);
-        let hi = index_key(dim, *c, value, hi_ts, hi_id);
-        if lo < hi {
-            ranges.push(index.range(lo.as_slice()..hi.as_slice())?);
-        }
-    }
     let mut items = Vec::new();
     let mut last_item = None;
-    let (exhausted, last_seen) = merge_newest_first(ranges, |pos| {
+    let (exhausted, last_seen) = walk_postings(txn, &ids, filters.dimension(q.incident), (lo_ts, hi), |pos| {
         let Some(bytes) = events.get(pos.id)? else {
             return Ok(true);
         };
-        let rec: EventRecord = decode(bytes.value())?;
-        if event_matches(q, &rec) {
+        let stored: CompactEvent = decode(bytes.value())?;
+        if filters.matches(q, &stored) {
+            let rec = strings.expand(&text, &stored)?;
             let cluster = clusters.get(&rec.cluster).map(|c| c.name.as_str()).unwrap_or("");
             items.push(event_view(rec, cluster));
             last_item = Some(pos);

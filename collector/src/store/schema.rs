@@ -10,12 +10,10 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// Store-wide values: the schema version and the next event sequence number.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Event records by sequence number (insertion order).
+/// Event records ([`super::compact::CompactEvent`]) by sequence number (insertion order).
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// Dedup key `(cluster id, event uid)` → sequence number (invariant 4).
-pub const EVENT_UIDS: TableDefinition<&[u8], u64> = TableDefinition::new("event_uids");
-/// Secondary indexes over events, see [`index_key`].
-pub const EVENT_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("event_index");
+/// Dedup (invariant 4): [`DedupKey`] → [`DedupValue`].
+pub const DEDUP: TableDefinition<DedupKey, DedupValue> = TableDefinition::new("event_dedup");
 /// Incident records by id.
 pub const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
 /// Secondary indexes over incidents, see [`incident_entries`].
@@ -34,13 +32,17 @@ pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_key
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 /// `META` key of the schema version.
 pub const META_SCHEMA: &str = "schema_version";
 /// `META` key of the next event sequence number.
 pub const META_NEXT_SEQ: &str = "next_seq";
 /// `META` key of the next audit sequence number.
 pub const META_NEXT_AUDIT: &str = "next_audit";
+/// `META` key of the next string-dictionary id.
+pub const META_NEXT_STRING: &str = "next_string";
+/// `META` key of the index segment being written.
+pub const META_SEGMENT: &str = "segment";
 
 const RECORD_FORMAT: u8 = 1;
 
@@ -51,6 +53,16 @@ pub struct DecodeError {
     format: u8,
     #[source]
     source: postcard::Error,
+}
+
+impl DecodeError {
+    /// Bytes that end before the record does.
+    pub fn truncated() -> Self {
+        Self {
+            format: RECORD_FORMAT,
+            source: postcard::Error::DeserializeUnexpectedEnd,
+        }
+    }
 }
 
 /// Encodes a record with its format byte.
@@ -76,7 +88,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     })
 }
 
-/// One stored event: a Kubernetes Event (or pod-status warning) of one cluster.
+/// One event with every name spelled out; stored as a [`super::compact::CompactEvent`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventRecord {
     pub cluster: u32,
@@ -92,7 +104,9 @@ pub struct EventRecord {
     pub incident_type: u8,
     pub severity: u8,
     pub count: u32,
+    /// As the agent sent it: part of the dedup key.
     pub first_seen_us: i64,
+    /// Never before `first_seen_us`.
     pub last_seen_us: i64,
     pub source: Option<String>,
     pub logs: Option<String>,
@@ -216,25 +230,25 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-/// Index dimensions of [`EVENT_INDEX`].
+/// Index dimensions of the event posting lists and of [`INCIDENT_INDEX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Dim {
-    /// Every event of a cluster by time; value 0.
+    /// Every event (incident) of a cluster by time; value 0.
     Time = 1,
-    /// Namespace name.
+    /// Namespace (its dictionary id for events, its name's hash for incidents).
     Namespace = 2,
-    /// Pod name.
+    /// Pod name's dictionary id.
     Pod = 3,
-    /// Workload name.
+    /// Workload name (dictionary id for events, hash for incidents).
     Workload = 4,
-    /// Node name.
+    /// Node name's dictionary id.
     Node = 5,
     /// Incident id.
     Incident = 6,
 }
 
-/// Length of an [`EVENT_INDEX`] key.
+/// Length of an [`INCIDENT_INDEX`] key.
 pub const INDEX_KEY_LEN: usize = 1 + 4 + 8 + 8 + 8;
 /// Length of the `(dim, cluster, value)` prefix of an index key.
 pub const INDEX_PREFIX_LEN: usize = 1 + 4 + 8;
@@ -283,23 +297,6 @@ pub fn position_of(key: &[u8]) -> (i64, u64) {
     (ts_from_bytes(ts), u64::from_be_bytes(id))
 }
 
-/// Every index entry of one event record.
-pub fn index_entries(rec: &EventRecord, seq: u64) -> impl Iterator<Item = [u8; INDEX_KEY_LEN]> + '_ {
-    let ts = rec.last_seen_us;
-    let c = rec.cluster;
-    [
-        Some((Dim::Time, 0)),
-        Some((Dim::Namespace, value_hash(&rec.namespace))),
-        Some((Dim::Pod, value_hash(&rec.pod))),
-        rec.workload.as_ref().map(|(_, name)| (Dim::Workload, value_hash(name))),
-        rec.node.as_deref().map(|node| (Dim::Node, value_hash(node))),
-        Some((Dim::Incident, rec.incident)),
-    ]
-    .into_iter()
-    .flatten()
-    .map(move |(dim, value)| index_key(dim, c, value, ts, seq))
-}
-
 /// Every index entry of one incident: by time, by namespace and by workload
 /// (same key layout as [`EVENT_INDEX`], the incident id in place of the sequence number).
 pub fn incident_entries(
@@ -318,12 +315,50 @@ pub fn incident_entries(
     .map(move |(dim, value)| index_key(dim, c, value, last_seen_us, id))
 }
 
-/// The dedup key of an event: `[cluster][uid bytes]`.
-pub fn uid_key(cluster: u32, uid: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(4 + uid.len());
-    key.extend_from_slice(&cluster.to_be_bytes());
-    key.extend_from_slice(uid.as_bytes());
+/// `[cluster][first_seen][xxh3-128 of the uid]`: time-major, so that new
+/// events land at the end of the table instead of all over it. `first_seen`
+/// is fixed for an Event object (its `firstTimestamp`/`eventTime`), so it
+/// is as stable an identity as the uid alone.
+pub type DedupKey = [u8; 28];
+/// `[seq][count][segment]`: where the event is, and the count stored, so a
+/// replay is answered from this one lookup.
+pub type DedupValue = [u8; 16];
+
+/// The dedup key of an event.
+pub fn dedup_key(cluster: u32, first_seen_us: i64, uid: &str) -> DedupKey {
+    let mut key = [0u8; 28];
+    key[..4].copy_from_slice(&cluster.to_be_bytes());
+    key[4..12].copy_from_slice(&ts_bytes(first_seen_us));
+    key[12..].copy_from_slice(&xxhash_rust::xxh3::xxh3_128(uid.as_bytes()).to_be_bytes());
     key
+}
+
+/// Where a stored event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupEntry {
+    pub seq: u64,
+    pub count: u32,
+    pub segment: u32,
+}
+
+impl DedupEntry {
+    pub fn from_bytes(b: DedupValue) -> Self {
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&b[..8]);
+        Self {
+            seq: u64::from_be_bytes(seq),
+            count: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+            segment: u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
+        }
+    }
+
+    pub fn to_bytes(self) -> DedupValue {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.seq.to_be_bytes());
+        b[8..12].copy_from_slice(&self.count.to_be_bytes());
+        b[12..].copy_from_slice(&self.segment.to_be_bytes());
+        b
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The single writer: group commit, dedup (invariant 4), incident grouping,
 //! agent checks and retention.
 
+use super::compact::{CompactEvent, Dictionary, Interner, STRING_TEXT, STRINGS, join_message};
+use super::postings::{self, Entry, POSTINGS, Pending, PostingKey, SEGMENT_EVENTS, SEGMENTS, SegmentInfo};
 use super::schema::*;
 use super::{Result, StoreError, now_us};
 use crate::incidents;
@@ -45,7 +47,7 @@ pub(super) enum Job {
 /// Most requests committed together.
 const MAX_GROUP: usize = 256;
 /// Most events deleted in one retention transaction, so ingest never waits long.
-const RETENTION_BUDGET: u64 = 2000;
+const RETENTION_BUDGET: usize = 4000;
 
 /// Prepares the tables and starts the writer thread.
 pub(super) fn start(db: Arc<redb::Database>, rx: mpsc::Receiver<Job>) -> Result<()> {
@@ -84,6 +86,10 @@ pub(super) fn start(db: Arc<redb::Database>, rx: mpsc::Receiver<Job>) -> Result<
 pub(super) struct State {
     pub(super) next_seq: u64,
     pub(super) next_audit: u64,
+    pub(super) next_string: u32,
+    /// The index segment being written, and how many events it holds.
+    pub(super) segment: u32,
+    pub(super) segment_events: u64,
     pub(super) clusters: HashMap<String, (u32, ClusterRecord)>,
 }
 
@@ -91,6 +97,16 @@ impl State {
     fn load(t: &Tables<'_>) -> Result<Self> {
         let next_seq = t.meta.get(META_NEXT_SEQ)?.map(|v| v.value()).unwrap_or(1);
         let next_audit = t.meta.get(META_NEXT_AUDIT)?.map(|v| v.value()).unwrap_or(1);
+        let next_string = t.meta.get(META_NEXT_STRING)?.map(|v| v.value()).unwrap_or(1);
+        let next_string =
+            u32::try_from(next_string).map_err(|_| StoreError::Storage("the string dictionary is full".into()))?;
+        let segment = t.meta.get(META_SEGMENT)?.map(|v| v.value()).unwrap_or(0);
+        let segment =
+            u32::try_from(segment).map_err(|_| StoreError::Storage("index segment ids are exhausted".into()))?;
+        let segment_events = t
+            .segments
+            .get(segment)?
+            .map_or(0, |v| SegmentInfo::from_bytes(v.value()).events);
         let mut clusters = HashMap::new();
         for row in t.clusters.iter()? {
             let (id, bytes) = row?;
@@ -100,6 +116,9 @@ impl State {
         Ok(Self {
             next_seq,
             next_audit,
+            next_string,
+            segment,
+            segment_events,
             clusters,
         })
     }
@@ -125,8 +144,11 @@ impl State {
 pub(super) struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
     pub(super) events: Table<'t, u64, &'static [u8]>,
-    pub(super) uids: Table<'t, &'static [u8], u64>,
-    pub(super) index: Table<'t, &'static [u8], ()>,
+    pub(super) dedup: Table<'t, DedupKey, DedupValue>,
+    pub(super) postings: Table<'t, PostingKey, &'static [u8]>,
+    pub(super) segments: Table<'t, u32, [u8; 24]>,
+    pub(super) strings: Table<'t, &'static str, u32>,
+    pub(super) string_text: Table<'t, u32, &'static str>,
     pub(super) incidents: Table<'t, u64, &'static [u8]>,
     pub(super) incident_index: Table<'t, &'static [u8], ()>,
     pub(super) cluster_ids: Table<'t, &'static str, u32>,
@@ -142,8 +164,11 @@ impl<'t> Tables<'t> {
         Ok(Self {
             meta: txn.open_table(META)?,
             events: txn.open_table(EVENTS)?,
-            uids: txn.open_table(EVENT_UIDS)?,
-            index: txn.open_table(EVENT_INDEX)?,
+            dedup: txn.open_table(DEDUP)?,
+            postings: txn.open_table(POSTINGS)?,
+            segments: txn.open_table(SEGMENTS)?,
+            strings: txn.open_table(STRINGS)?,
+            string_text: txn.open_table(STRING_TEXT)?,
             incidents: txn.open_table(INCIDENTS)?,
             incident_index: txn.open_table(INCIDENT_INDEX)?,
             cluster_ids: txn.open_table(CLUSTER_IDS)?,
@@ -224,6 +249,7 @@ impl Reply {
 }
 
 fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Job>, mut state: State) {
+    let mut interner = Interner::default();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -233,9 +259,11 @@ fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Job>, mut state: State) {
             }
         }
         let snapshot = state.clone();
-        let (replies, commit) = commit_group(&db, &mut state, group);
+        let (replies, commit) = commit_group(&db, &mut state, &mut interner, group);
         if commit.is_err() {
             state = snapshot;
+            // Ids handed out in the failed transaction may be handed out again.
+            interner.forget();
             tracing::error!(error = %commit.as_ref().err().map(ToString::to_string).unwrap_or_default(), "store commit failed; the group was refused and nothing of it is stored");
         }
         for reply in replies {
@@ -244,19 +272,32 @@ fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Job>, mut state: State) {
     }
 }
 
-fn commit_group(db: &redb::Database, state: &mut State, group: Vec<Job>) -> (Vec<Reply>, Result<()>) {
+fn commit_group(
+    db: &redb::Database,
+    state: &mut State,
+    interner: &mut Interner,
+    group: Vec<Job>,
+) -> (Vec<Reply>, Result<()>) {
     let started = std::time::Instant::now();
     let mut replies = Vec::with_capacity(group.len());
     let outcome = (|| -> Result<()> {
         let txn = db.begin_write()?;
         {
             let mut t = Tables::open(&txn)?;
-            let mut incidents = IncidentCache::default();
+            if state.segment_events >= SEGMENT_EVENTS {
+                state.segment += 1;
+                state.segment_events = 0;
+            }
+            let mut w = Work {
+                interner,
+                incidents: IncidentCache::default(),
+                postings: Pending::default(),
+            };
             let mut dirty_clusters = Vec::new();
             for job in group {
                 match job {
                     Job::Ingest { identity, batch, reply } => {
-                        let r = ingest(&mut t, state, &mut incidents, &identity, batch);
+                        let r = ingest(&mut t, state, &mut w, &identity, batch);
                         if let Err(StoreError::Storage(_) | StoreError::Corrupt(_)) = &r {
                             replies.push(Reply::Ingest(reply, Err(StoreError::Storage("aborted".into()))));
                             return r.map(|_| ());
@@ -267,7 +308,7 @@ fn commit_group(db: &redb::Database, state: &mut State, group: Vec<Job>) -> (Vec
                     Job::Access { job, reply } => {
                         // Registering an agent may create its cluster's record.
                         dirty_clusters.extend(job.op.registers_cluster().map(str::to_owned));
-                        let r = super::access::apply(&mut t, state, job);
+                        let r = super::access::apply(&mut t, state, &mut w, job);
                         if let Err(StoreError::Storage(_) | StoreError::Corrupt(_)) = &r {
                             replies.push(Reply::Access(reply, Err(StoreError::Storage("aborted".into()))));
                             return r.map(|_| ());
@@ -275,7 +316,7 @@ fn commit_group(db: &redb::Database, state: &mut State, group: Vec<Job>) -> (Vec
                         replies.push(Reply::Access(reply, r));
                     }
                     Job::Retention { cutoff_us, reply } => {
-                        let r = retention(&mut t, state, cutoff_us);
+                        let r = retention(&mut t, state, &mut w, cutoff_us);
                         let failed = r.is_err();
                         dirty_clusters.extend(state.clusters.keys().cloned());
                         replies.push(Reply::Retention(reply, r));
@@ -285,7 +326,11 @@ fn commit_group(db: &redb::Database, state: &mut State, group: Vec<Job>) -> (Vec
                     }
                 }
             }
+            let Work {
+                incidents, postings, ..
+            } = w;
             incidents.flush(&mut t)?;
+            postings.flush(&mut t.postings, &mut t.segments)?;
             dirty_clusters.sort();
             dirty_clusters.dedup();
             for name in dirty_clusters {
@@ -296,6 +341,8 @@ fn commit_group(db: &redb::Database, state: &mut State, group: Vec<Job>) -> (Vec
             }
             t.meta.insert(META_NEXT_SEQ, state.next_seq)?;
             t.meta.insert(META_NEXT_AUDIT, state.next_audit)?;
+            t.meta.insert(META_NEXT_STRING, u64::from(state.next_string))?;
+            t.meta.insert(META_SEGMENT, u64::from(state.segment))?;
         }
         txn.commit()?;
         Ok(())
@@ -329,10 +376,27 @@ pub(super) fn check_agent(t: &Tables<'_>, identity: &AgentIdentity) -> Result<Ag
     Ok(agent)
 }
 
+/// What one transaction accumulates before it commits.
+pub(super) struct Work<'a> {
+    pub(super) interner: &'a mut Interner,
+    incidents: IncidentCache,
+    pub(super) postings: Pending,
+}
+
+impl Work<'_> {
+    fn dictionary<'b, 't>(t: &'b mut Tables<'t>, next_id: &'b mut u32) -> Dictionary<'b, 't> {
+        Dictionary {
+            strings: &mut t.strings,
+            text: &mut t.string_text,
+            next_id,
+        }
+    }
+}
+
 fn ingest(
     t: &mut Tables<'_>,
     state: &mut State,
-    incidents: &mut IncidentCache,
+    w: &mut Work<'_>,
     identity: &AgentIdentity,
     batch: IngestBatch,
 ) -> Result<IngestOutcome> {
@@ -342,16 +406,14 @@ fn ingest(
     let mut out = IngestResponse::default();
     let mut new_events = 0;
     for ev in batch.events {
-        let key = uid_key(cluster, &ev.uid);
-        let existing = t.uids.get(key.as_slice())?.map(|v| v.value());
+        let key = dedup_key(cluster, ev.first_seen.as_microsecond(), &ev.uid);
+        let existing = t.dedup.get(key)?.map(|v| DedupEntry::from_bytes(v.value()));
         let added = match existing {
-            Some(seq) => update_event(t, incidents, seq, ev)?,
+            Some(found) if ev.count <= found.count => 0,
+            Some(found) => update_event(t, state, w, key, found, ev)?,
             None => {
-                let seq = state.next_seq;
-                state.next_seq += 1;
                 new_events += 1;
-                t.uids.insert(key.as_slice(), seq)?;
-                insert_event(t, incidents, &identity.cluster, cluster, seq, ev, now)?
+                insert_event(t, state, w, &identity.cluster, cluster, key, ev, now)?
             }
         };
         if added == 0 {
@@ -395,8 +457,9 @@ fn record_of(ev: WarningEvent, cluster: u32, now: i64) -> EventRecord {
             .position(|s| *s == ev.severity)
             .unwrap_or(1) as u8,
         count: ev.count,
-        // Clocks disagree in real clusters; never store an inverted interval.
-        first_seen_us: first.min(last),
+        // first_seen is identity (the dedup key) and kept as sent. Clocks
+        // disagree in real clusters; never store an inverted interval.
+        first_seen_us: first,
         last_seen_us: last.max(first),
         source: ev.source,
         logs: ev.logs,
@@ -405,12 +468,14 @@ fn record_of(ev: WarningEvent, cluster: u32, now: i64) -> EventRecord {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn insert_event(
     t: &mut Tables<'_>,
-    incidents: &mut IncidentCache,
+    state: &mut State,
+    w: &mut Work<'_>,
     cluster_name: &str,
     cluster: u32,
-    seq: u64,
+    key: DedupKey,
     ev: WarningEvent,
     now: i64,
 ) -> Result<u64> {
@@ -418,81 +483,185 @@ fn insert_event(
     let (id, pattern) = incidents::fingerprint(cluster_name, &rec);
     rec.incident = id;
     let occurrences = u64::from(rec.count);
-    match incidents.get_or_load(t, id)? {
+    match w.incidents.get_or_load(t, id)? {
         Some(inc) => incidents::absorb(inc, &rec, occurrences, true),
         None => {
             let mut inc = incidents::open(&rec, pattern);
             incidents::absorb(&mut inc, &rec, occurrences, true);
-            incidents.touched.insert(id, (inc, None));
+            w.incidents.touched.insert(id, (inc, None));
         }
     }
-    for key in index_entries(&rec, seq) {
-        t.index.insert(key.as_slice(), ())?;
-    }
-    t.events.insert(seq, encode(&rec).as_slice())?;
+    let compact = w
+        .interner
+        .compact(&mut Work::dictionary(t, &mut state.next_string), &rec)?;
+    let seq = state.next_seq;
+    state.next_seq += 1;
+    let entry = Entry {
+        ts_us: compact.last_seen_us(),
+        seq,
+    };
+    w.postings
+        .change(cluster, None, Some((state.segment, &compact.dims(), entry)));
+    state.segment_events += 1;
+    t.events.insert(seq, encode(&compact).as_slice())?;
+    let dedup = DedupEntry {
+        seq,
+        count: compact.count,
+        segment: state.segment,
+    };
+    t.dedup.insert(key, dedup.to_bytes())?;
     Ok(occurrences)
 }
 
-/// Applies a re-sent event: only a higher count changes anything, and only
-/// the difference is added.
-fn update_event(t: &mut Tables<'_>, incidents: &mut IncidentCache, seq: u64, ev: WarningEvent) -> Result<u64> {
+fn load_event(t: &Tables<'_>, seq: u64) -> Result<CompactEvent> {
     let Some(bytes) = t.events.get(seq)? else {
-        return Err(StoreError::Storage(format!("dedup key points at missing event {seq}")));
+        return Err(StoreError::Storage(format!(
+            "the dedup table points at missing event {seq}"
+        )));
     };
-    let old: EventRecord = decode(bytes.value())?;
-    drop(bytes);
-    if ev.count <= old.count {
-        return Ok(0);
+    Ok(decode(bytes.value())?)
+}
+
+/// Applies a re-sent event with a higher count: only the difference is
+/// added, and its index entries move to the current segment.
+fn update_event(
+    t: &mut Tables<'_>,
+    state: &mut State,
+    w: &mut Work<'_>,
+    key: DedupKey,
+    found: DedupEntry,
+    ev: WarningEvent,
+) -> Result<u64> {
+    let old = load_event(t, found.seq)?;
+    let delta = u64::from(ev.count - found.count);
+    let mut fresh = record_of(ev, old.cluster, 0);
+    let newer = fresh.last_seen_us >= old.last_seen_us();
+    if !newer {
+        // An older copy with a higher count: keep the newest time and message.
+        let template = t
+            .string_text
+            .get(old.template)?
+            .map(|v| v.value().to_owned())
+            .unwrap_or_default();
+        fresh.message = join_message(&template, old.args.as_deref());
+        fresh.last_seen_us = old.last_seen_us();
     }
-    let delta = u64::from(ev.count - old.count);
-    let fresh = record_of(ev, old.cluster, old.received_us);
+    fresh.incident = old.incident;
+    let mut dict = Work::dictionary(t, &mut state.next_string);
     let mut rec = old.clone();
     rec.count = fresh.count;
-    if fresh.last_seen_us >= old.last_seen_us {
-        rec.last_seen_us = fresh.last_seen_us;
-        rec.message = fresh.message;
+    rec.last_after_first_us = fresh.last_seen_us.max(old.last_seen_us()) - old.first_seen_us;
+    rec.severity = old.severity.max(fresh.severity);
+    if newer {
+        let latest = w.interner.compact(&mut dict, &fresh)?;
+        rec.template = latest.template;
+        rec.args = latest.args;
+        rec.node = latest.node.or(old.node);
+        rec.logs = latest.logs.or(old.logs.clone());
     }
-    rec.first_seen_us = rec.first_seen_us.min(fresh.first_seen_us);
-    rec.severity = rec.severity.max(fresh.severity);
-    rec.node = fresh.node.or(rec.node);
-    rec.logs = fresh.logs.or(rec.logs);
-    for key in index_entries(&old, seq) {
-        t.index.remove(key.as_slice())?;
+    if let Some(inc) = w.incidents.get_or_load(t, rec.incident)? {
+        incidents::absorb(inc, &fresh, delta, false);
     }
-    for key in index_entries(&rec, seq) {
-        t.index.insert(key.as_slice(), ())?;
+    let before = Entry {
+        ts_us: old.last_seen_us(),
+        seq: found.seq,
+    };
+    let after = Entry {
+        ts_us: rec.last_seen_us(),
+        seq: found.seq,
+    };
+    w.postings.change(
+        old.cluster,
+        Some((found.segment, &old.dims(), before)),
+        Some((state.segment, &rec.dims(), after)),
+    );
+    if found.segment != state.segment {
+        state.segment_events += 1;
     }
-    if let Some(inc) = incidents.get_or_load(t, rec.incident)? {
-        incidents::absorb(inc, &rec, delta, false);
-    }
-    t.events.insert(seq, encode(&rec).as_slice())?;
+    t.events.insert(found.seq, encode(&rec).as_slice())?;
+    let moved = DedupEntry {
+        seq: found.seq,
+        count: rec.count,
+        segment: state.segment,
+    };
+    t.dedup.insert(key, moved.to_bytes())?;
     Ok(delta)
 }
 
-fn retention(t: &mut Tables<'_>, state: &mut State, cutoff_us: i64) -> Result<RetentionOutcome> {
+/// Deletes one stored event with its dedup entry and index entries; returns
+/// its cluster id, or `None` if it was already gone.
+pub(super) fn delete_event(t: &mut Tables<'_>, w: &mut Work<'_>, segment: u32, seq: u64) -> Result<Option<u32>> {
+    let Some(bytes) = t.events.remove(seq)? else {
+        return Ok(None);
+    };
+    let ev: CompactEvent = decode(bytes.value())?;
+    drop(bytes);
+    t.dedup
+        .remove(dedup_key(ev.cluster, ev.first_seen_us, &ev.uid.text()))?;
+    let entry = Entry {
+        ts_us: ev.last_seen_us(),
+        seq,
+    };
+    w.postings.change(ev.cluster, Some((segment, &ev.dims(), entry)), None);
+    Ok(Some(ev.cluster))
+}
+
+/// The time-dimension entries of one segment, with their cluster, oldest first.
+pub(super) fn segment_events(t: &Tables<'_>, segment: u32, only_cluster: Option<u32>) -> Result<Vec<(u32, Entry)>> {
+    let (lo, hi) = match only_cluster {
+        Some(c) => (
+            postings::posting_key(segment, Dim::Time, c, 0),
+            postings::posting_key(segment, Dim::Time, c, 0),
+        ),
+        None => (
+            postings::posting_key(segment, Dim::Time, 0, 0),
+            postings::posting_key(segment, Dim::Time, u32::MAX, 0),
+        ),
+    };
+    let mut out = Vec::new();
+    for row in t.postings.range(lo..=hi)? {
+        let (key, list) = row?;
+        let key = key.value();
+        let cluster = u32::from_be_bytes([key[5], key[6], key[7], key[8]]);
+        out.extend(
+            postings::decode_list(list.value())?
+                .into_iter()
+                .rev()
+                .map(|e| (cluster, e)),
+        );
+    }
+    Ok(out)
+}
+
+fn retention(t: &mut Tables<'_>, state: &mut State, w: &mut Work<'_>, cutoff_us: i64) -> Result<RetentionOutcome> {
     let mut out = RetentionOutcome::default();
-    for (id, rec) in state.clusters.values_mut() {
-        let lo = index_key(Dim::Time, *id, 0, i64::MIN, 0);
-        let hi = index_key(Dim::Time, *id, 0, cutoff_us, 0);
-        let mut doomed = Vec::new();
-        for row in t.index.range(lo.as_slice()..hi.as_slice())? {
-            if out.events + doomed.len() as u64 >= RETENTION_BUDGET {
+    let mut deleted_per_cluster: HashMap<u32, u64> = HashMap::new();
+    let mut budget = RETENTION_BUDGET;
+    let old: Vec<(u32, SegmentInfo)> = postings::segments(&t.segments)?
+        .into_iter()
+        .filter(|(_, info)| info.min_ts < cutoff_us)
+        .collect();
+    'segments: for (segment, _) in old {
+        for (_, entry) in segment_events(t, segment, None)? {
+            if entry.ts_us >= cutoff_us {
+                continue;
+            }
+            if budget == 0 {
                 out.more = true;
-                break;
+                break 'segments;
             }
-            doomed.push(position_of(row?.0.value()).1);
-        }
-        for seq in doomed {
-            let Some(bytes) = t.events.remove(seq)? else { continue };
-            let ev: EventRecord = decode(bytes.value())?;
-            drop(bytes);
-            for key in index_entries(&ev, seq) {
-                t.index.remove(key.as_slice())?;
+            budget -= 1;
+            if let Some(cluster) = delete_event(t, w, segment, entry.seq)? {
+                *deleted_per_cluster.entry(cluster).or_default() += 1;
+                out.events += 1;
             }
-            t.uids.remove(uid_key(ev.cluster, &ev.uid).as_slice())?;
-            rec.events_stored = rec.events_stored.saturating_sub(1);
-            out.events += 1;
         }
+        w.postings.raise_min(segment, cutoff_us);
+    }
+    for (id, rec) in state.clusters.values_mut() {
+        rec.events_stored = rec
+            .events_stored
+            .saturating_sub(deleted_per_cluster.get(id).copied().unwrap_or(0));
         let lo = index_key(Dim::Time, *id, 0, i64::MIN, 0);
         let hi = index_key(Dim::Time, *id, 0, cutoff_us, 0);
         let mut doomed = Vec::new();

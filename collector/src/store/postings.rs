@@ -1,0 +1,365 @@
+//! The event indexes: posting lists in time segments.
+//!
+//! An index entry says "event `seq` has this value in this dimension, and
+//! was last seen at `ts`". Entries are not one B-tree key each: all entries
+//! of one `(dimension, cluster, value)` in one *segment* share a key, and its
+//! value is the list of `(ts, seq)`, newest first, delta-encoded.
+//!
+//! A segment is the stretch of the store written while it was current; the
+//! writer opens a new one every [`SEGMENT_EVENTS`] entries. The segment comes
+//! first in the key, so a commit rewrites only keys of the current segment:
+//! a few hundred pages whatever the size of the store, which is what keeps
+//! ingest flat as the store grows. A query walks the segments overlapping
+//! its time window, one point lookup each, and merges their lists.
+//!
+//! When an event is seen again its entries move: removed from the list they
+//! were in, added to the current segment with the new `ts`. Every entry is
+//! therefore exact, and a segment holds precisely the events whose latest
+//! occurrence was written while it was current.
+
+use super::schema::{DecodeError, Dim};
+use super::{Result, StoreError};
+use redb::{ReadableTable, Table, TableDefinition};
+use std::collections::{HashMap, HashSet};
+
+/// Posting lists by [`PostingKey`].
+pub const POSTINGS: TableDefinition<PostingKey, &[u8]> = TableDefinition::new("event_postings");
+/// Segment bounds: id → `[min ts][max ts][events]`, see [`SegmentInfo`].
+pub const SEGMENTS: TableDefinition<u32, [u8; 24]> = TableDefinition::new("event_segments");
+
+/// How many events (time-dimension entries) a segment takes before the
+/// writer opens the next. Larger segments mean fewer lookups for a query
+/// over a rare value; smaller ones, fewer pages rewritten per commit.
+#[cfg(not(test))]
+pub const SEGMENT_EVENTS: u64 = 16_384;
+/// Tiny segments in unit tests, so that a few hundred events span many.
+#[cfg(test)]
+pub const SEGMENT_EVENTS: u64 = 16;
+
+/// `[segment][dim][cluster][value]`, big-endian.
+pub type PostingKey = [u8; 17];
+
+/// The key of one posting list.
+pub fn posting_key(segment: u32, dim: Dim, cluster: u32, value: u64) -> PostingKey {
+    let mut key = [0u8; 17];
+    key[..4].copy_from_slice(&segment.to_be_bytes());
+    key[4] = dim as u8;
+    key[5..9].copy_from_slice(&cluster.to_be_bytes());
+    key[9..].copy_from_slice(&value.to_be_bytes());
+    key
+}
+
+/// The segment a posting key belongs to.
+pub fn segment_of(key: &PostingKey) -> u32 {
+    u32::from_be_bytes([key[0], key[1], key[2], key[3]])
+}
+
+/// One index entry; lists are sorted by `(ts_us, seq)` descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Entry {
+    /// The event's last-seen time, microseconds.
+    pub ts_us: i64,
+    /// The event's sequence number.
+    pub seq: u64,
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Encodes a list sorted newest first: the count, the first entry, then
+/// each entry as the difference to the one before.
+pub fn encode_list(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + entries.len() * 4);
+    put_varint(&mut out, entries.len() as u64);
+    let mut prev: Option<Entry> = None;
+    for e in entries {
+        match prev {
+            None => {
+                put_varint(&mut out, zigzag(e.ts_us));
+                put_varint(&mut out, e.seq);
+            }
+            Some(p) => {
+                put_varint(&mut out, p.ts_us.wrapping_sub(e.ts_us) as u64);
+                put_varint(&mut out, zigzag(e.seq.wrapping_sub(p.seq) as i64));
+            }
+        }
+        prev = Some(*e);
+    }
+    out
+}
+
+fn corrupt() -> StoreError {
+    StoreError::Corrupt(DecodeError::truncated())
+}
+
+/// Decodes a list written by [`encode_list`].
+pub fn decode_list(mut bytes: &[u8]) -> Result<Vec<Entry>> {
+    let n = get_varint(&mut bytes).ok_or_else(corrupt)?;
+    // Each entry takes at least two bytes: never trust a count past the data.
+    let mut out = Vec::with_capacity((n as usize).min(bytes.len() / 2));
+    let mut prev: Option<Entry> = None;
+    for _ in 0..n {
+        let a = get_varint(&mut bytes).ok_or_else(corrupt)?;
+        let b = get_varint(&mut bytes).ok_or_else(corrupt)?;
+        let e = match prev {
+            None => Entry {
+                ts_us: unzigzag(a),
+                seq: b,
+            },
+            Some(p) => Entry {
+                ts_us: p.ts_us.wrapping_sub(a as i64),
+                seq: p.seq.wrapping_add(unzigzag(b) as u64),
+            },
+        };
+        out.push(e);
+        prev = Some(e);
+    }
+    Ok(out)
+}
+
+/// What a segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// No entry of the segment is older (a lower bound).
+    pub min_ts: i64,
+    /// No entry of the segment is newer (an upper bound).
+    pub max_ts: i64,
+    /// Time-dimension entries: events whose latest occurrence is here.
+    pub events: u64,
+}
+
+impl SegmentInfo {
+    /// Reads a [`SEGMENTS`] value.
+    pub fn from_bytes(b: [u8; 24]) -> Self {
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            w
+        };
+        Self {
+            min_ts: i64::from_be_bytes(word(0)),
+            max_ts: i64::from_be_bytes(word(8)),
+            events: u64::from_be_bytes(word(16)),
+        }
+    }
+
+    /// The [`SEGMENTS`] value.
+    pub fn to_bytes(self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.min_ts.to_be_bytes());
+        b[8..16].copy_from_slice(&self.max_ts.to_be_bytes());
+        b[16..].copy_from_slice(&self.events.to_be_bytes());
+        b
+    }
+
+    /// Whether any entry may lie in `lo..=hi`.
+    pub fn overlaps(&self, lo: i64, hi: i64) -> bool {
+        self.events > 0 && self.max_ts >= lo && self.min_ts <= hi
+    }
+}
+
+/// Every segment with its bounds.
+pub fn segments(table: &impl ReadableTable<u32, [u8; 24]>) -> Result<Vec<(u32, SegmentInfo)>> {
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (id, info) = row?;
+        out.push((id.value(), SegmentInfo::from_bytes(info.value())));
+    }
+    Ok(out)
+}
+
+/// The index values of one event: `(dimension, value)` pairs.
+pub type Dims = Vec<(Dim, u64)>;
+
+/// Index changes of one transaction, applied together by [`Pending::flush`]
+/// so that each touched list is read and written once.
+#[derive(Default)]
+pub struct Pending {
+    add: HashMap<PostingKey, Vec<Entry>>,
+    remove: HashMap<PostingKey, HashSet<Entry>>,
+    /// Lower bounds raised by retention: no entry older is left.
+    raise_min: HashMap<u32, i64>,
+}
+
+impl Pending {
+    /// Moves an event's entries from `old` (segment, dims, entry) to `new`;
+    /// either may be absent (a new event, a deleted one). Entries present in
+    /// both stay where they are.
+    pub fn change(&mut self, cluster: u32, old: Option<(u32, &Dims, Entry)>, new: Option<(u32, &Dims, Entry)>) -> u32 {
+        let keys = |side: Option<(u32, &Dims, Entry)>| -> Vec<(PostingKey, Entry)> {
+            side.map(|(seg, dims, e)| {
+                dims.iter()
+                    .map(|(dim, value)| (posting_key(seg, *dim, cluster, *value), e))
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let (old, new) = (keys(old), keys(new));
+        let mut moved = 0;
+        for item in &old {
+            if !new.contains(item) {
+                self.remove.entry(item.0).or_default().insert(item.1);
+                moved += 1;
+            }
+        }
+        for item in &new {
+            if !old.contains(item) {
+                self.add.entry(item.0).or_default().push(item.1);
+            }
+        }
+        moved
+    }
+
+    /// Records that no entry of `segment` older than `ts` remains.
+    pub fn raise_min(&mut self, segment: u32, ts: i64) {
+        let v = self.raise_min.entry(segment).or_insert(ts);
+        *v = (*v).max(ts);
+    }
+
+    /// Writes every touched list and the bounds of every touched segment.
+    pub fn flush(
+        self,
+        postings: &mut Table<'_, PostingKey, &'static [u8]>,
+        segments: &mut Table<'_, u32, [u8; 24]>,
+    ) -> Result<()> {
+        let mut keys: Vec<PostingKey> = self.add.keys().chain(self.remove.keys()).copied().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        // (min, max, events added, events removed) per segment.
+        let mut bounds: HashMap<u32, (i64, i64, u64, u64)> = HashMap::new();
+        let empty = HashSet::new();
+        for key in keys {
+            let mut list = match postings.get(key)? {
+                Some(v) => decode_list(v.value())?,
+                None => Vec::new(),
+            };
+            let removed = self.remove.get(&key).unwrap_or(&empty);
+            let before = list.len();
+            list.retain(|e| !removed.contains(e));
+            let gone = (before - list.len()) as u64;
+            let added = self.add.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let fresh: Vec<Entry> = added.iter().filter(|e| !removed.contains(e)).copied().collect();
+            let time_dim = key[4] == Dim::Time as u8;
+            let b = bounds.entry(segment_of(&key)).or_insert((i64::MAX, i64::MIN, 0, 0));
+            for e in &fresh {
+                b.0 = b.0.min(e.ts_us);
+                b.1 = b.1.max(e.ts_us);
+            }
+            if time_dim {
+                b.2 += fresh.len() as u64;
+                b.3 += gone;
+            }
+            list.extend(fresh);
+            list.sort_unstable_by(|a, b| b.cmp(a));
+            list.dedup();
+            if list.is_empty() {
+                postings.remove(key)?;
+            } else {
+                postings.insert(key, encode_list(&list).as_slice())?;
+            }
+        }
+        for seg in self.raise_min.keys() {
+            bounds.entry(*seg).or_insert((i64::MAX, i64::MIN, 0, 0));
+        }
+        for (seg, (min, max, added, gone)) in bounds {
+            let old = segments.get(seg)?.map(|v| SegmentInfo::from_bytes(v.value()));
+            let mut info = old.unwrap_or(SegmentInfo {
+                min_ts: min,
+                max_ts: max,
+                events: 0,
+            });
+            info.min_ts = info.min_ts.min(min);
+            info.max_ts = info.max_ts.max(max);
+            if let Some(floor) = self.raise_min.get(&seg) {
+                info.min_ts = info.min_ts.max(*floor);
+            }
+            info.events = (info.events + added).saturating_sub(gone);
+            if info.events == 0 {
+                segments.remove(seg)?;
+            } else {
+                segments.insert(seg, info.to_bytes())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_round_trip_including_negative_times_and_unordered_sequences() {
+        let list = vec![
+            Entry {
+                ts_us: 9_000_000,
+                seq: 4,
+            },
+            Entry {
+                ts_us: 9_000_000,
+                seq: 2,
+            },
+            Entry { ts_us: 5, seq: 900 },
+            Entry { ts_us: -7, seq: 1 },
+        ];
+        assert_eq!(decode_list(&encode_list(&list)).unwrap(), list);
+        assert_eq!(decode_list(&encode_list(&[])).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn truncated_lists_are_reported_as_corrupt_not_misread() {
+        let bytes = encode_list(&[Entry { ts_us: 1, seq: 1 }, Entry { ts_us: 0, seq: 2 }]);
+        for n in 0..bytes.len() {
+            assert!(decode_list(&bytes[..n]).is_err(), "prefix of {n} bytes");
+        }
+        // A huge count with no data behind it does not allocate for it.
+        let mut lying = Vec::new();
+        put_varint(&mut lying, u64::MAX);
+        assert!(decode_list(&lying).is_err());
+    }
+
+    #[test]
+    fn keys_sort_by_segment_first() {
+        let a = posting_key(1, Dim::Pod, 9, u64::MAX);
+        let b = posting_key(2, Dim::Time, 1, 0);
+        assert!(a < b);
+        assert_eq!(segment_of(&b), 2);
+    }
+
+    #[test]
+    fn unchanged_entries_are_neither_removed_nor_added() {
+        let dims: Dims = vec![(Dim::Time, 0), (Dim::Namespace, 3)];
+        let e = Entry { ts_us: 10, seq: 1 };
+        let mut p = Pending::default();
+        assert_eq!(p.change(1, Some((0, &dims, e)), Some((0, &dims, e))), 0);
+        assert!(p.add.is_empty() && p.remove.is_empty());
+        let later = Entry { ts_us: 11, seq: 1 };
+        assert_eq!(p.change(1, Some((0, &dims, e)), Some((0, &dims, later))), 2);
+    }
+}
