@@ -30,8 +30,8 @@ fn source(conn: &Option<Extension<ConnInfo>>) -> String {
     conn.as_ref().map_or_else(|| "unknown".into(), |c| c.remote.to_string())
 }
 
-async fn body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
-    json_body(&read_limited(body, MAX_BODY).await?)
+async fn body<T: serde::de::DeserializeOwned>(state: &AppState, body: Body) -> Result<T, ApiError> {
+    json_body(&read_limited(body, MAX_BODY, state.limits.body_read_timeout).await?)
 }
 
 /// `POST /v1/admin/tokens`.
@@ -42,7 +42,7 @@ pub async fn create_token(
     raw: Body,
 ) -> Result<Json<admin::CreatedToken>, ApiError> {
     caller.require_admin()?;
-    let req: CreateTokenRequest = body(raw).await?;
+    let req: CreateTokenRequest = body(&state, raw).await?;
     admin::create_token(&state.store, &caller, &source(&conn), req, state.ca.pin())
         .await
         .map(Json)
@@ -99,7 +99,7 @@ pub async fn remove_cluster(
     raw: Body,
 ) -> Result<Json<admin::ClusterRemoved>, ApiError> {
     caller.require_admin()?;
-    let bytes = read_limited(raw, MAX_BODY).await?;
+    let bytes = read_limited(raw, MAX_BODY, state.limits.body_read_timeout).await?;
     let req: RemoveClusterRequest = if bytes.is_empty() {
         RemoveClusterRequest::default()
     } else {
@@ -118,7 +118,7 @@ pub async fn create_apikey(
     raw: Body,
 ) -> Result<Json<admin::CreatedApiKey>, ApiError> {
     caller.require_admin()?;
-    let req: CreateApiKeyRequest = body(raw).await?;
+    let req: CreateApiKeyRequest = body(&state, raw).await?;
     admin::create_apikey(&state.store, &caller, &source(&conn), req)
         .await
         .map(Json)

@@ -212,6 +212,44 @@ pub struct ServeArgs {
     /// How long shutdown waits for open requests to finish.
     #[arg(long, env = "PODWARN_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Most connections open at once; more wait in the kernel's accept queue.
+    /// Lowered at start to fit the open-file limit.
+    #[arg(long, env = "PODWARN_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// How long a client may take to finish the TLS handshake.
+    #[arg(long, env = "PODWARN_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// How long a request's headers may take to arrive, from the handshake or
+    /// the previous answer (so also how long an idle HTTP/1.1 connection stays).
+    #[arg(long, env = "PODWARN_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a request body may take to arrive in full (408 after).
+    #[arg(long, env = "PODWARN_BODY_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// How long a connection may stay open with no request in progress (HTTP/2).
+    #[arg(long, env = "PODWARN_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// Checks the connection limits: each timeout at least 100 ms, at least one connection.
+    pub fn check_connection_limits(&self) -> Result<(), ConfigError> {
+        let timeouts = [
+            ("--tls-handshake-timeout", self.tls_handshake_timeout),
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--body-read-timeout", self.body_read_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ];
+        for (flag, value) in timeouts {
+            if value < Duration::from_millis(100) {
+                return Err(ConfigError(format!("{flag} must be at least 100ms, not {value:?}")));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError("--max-connections must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// `cert issue` flags.

@@ -187,7 +187,7 @@ pub async fn issue_handler(
     body: Body,
 ) -> Result<Json<IssuedAgent>, ApiError> {
     caller.require_admin()?;
-    let raw = read_limited(body, MAX_BODY).await?;
+    let raw = read_limited(body, MAX_BODY, state.limits.body_read_timeout).await?;
     let mut req: IssueRequest = json_body(&raw)?;
     if let Some(tenant) = caller.tenant_for(Some(req.tenant.clone()))? {
         req.tenant = tenant;
@@ -240,7 +240,7 @@ pub async fn enroll_handler(
 }
 
 async fn enroll(state: &AppState, source: &str, body: Body) -> Result<IssuedAgent, ApiError> {
-    let raw = read_limited(body, MAX_BODY).await?;
+    let raw = read_limited(body, MAX_BODY, state.limits.body_read_timeout).await?;
     let req: EnrollRequest = json_body(&raw)?;
     let token = EnrollToken::parse(&req.token).map_err(|e| ApiError::bad_request("token_malformed", e.to_string()))?;
     if req.agent_version.as_ref().is_some_and(|v| v.len() > 128) {
@@ -293,7 +293,7 @@ pub async fn renew_handler(
         ));
     };
     let identity = info.live_identity("POST /v1/renew")?;
-    let raw = read_limited(body, MAX_BODY).await?;
+    let raw = read_limited(body, MAX_BODY, state.limits.body_read_timeout).await?;
     let req: RenewRequest = json_body(&raw)?;
     let (issued, record) = sign(&state.ca, &req.csr, &identity, state.limits.cert_ttl)?;
     let job = AccessJob {

@@ -122,6 +122,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Quotes client input for an error message, cut to a readable length: a
+/// message names what was wrong without echoing a megabyte of it back.
+pub fn quote(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return format!("{text:?}");
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &text[..end], text.len())
+}
+
 /// Parses a JSON request body: `invalid_json` for bad syntax, `invalid_body`
 /// (starting with the field path) for the wrong shape.
 pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -4,7 +4,7 @@
 //! Nothing is stored unless the whole batch is valid (invariant 7), and the
 //! 200 is sent only after the commit (invariant 2).
 
-use crate::error::ApiError;
+use crate::error::{ApiError, quote};
 use crate::ops::{OutcomeLabel, metrics};
 use crate::server::{AppState, ConnInfo};
 use crate::store::StoreError;
@@ -12,12 +12,13 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use podwarn_shared::wire::MAX_BATCH_EVENTS;
 use podwarn_shared::{IngestBatch, IngestResponse};
 use std::io::Read;
+use std::time::Duration;
 
 /// Content encodings an agent may send (`Content-Encoding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +61,8 @@ async fn handle(
     let identity = conn.live_identity("POST /v1/ingest")?;
     check_content_type(headers)?;
     let encoding = content_encoding(headers)?;
-    let raw = read_limited(body, state.limits.max_body).await?;
+    check_announced_length(headers, state.limits.max_body)?;
+    let raw = read_limited(body, state.limits.max_body, state.limits.body_read_timeout).await?;
     let max_decoded = state.limits.max_decoded_body;
     let batch = tokio::task::spawn_blocking(move || decode_batch(&raw, encoding, max_decoded))
         .await
@@ -83,8 +85,47 @@ async fn handle(
     Ok(outcome)
 }
 
+/// The one value of `name`; several (which a client may not send for these
+/// headers) are refused rather than guessed between.
+fn single<'h>(
+    headers: &'h HeaderMap,
+    name: header::HeaderName,
+    code: &'static str,
+) -> Result<Option<&'h HeaderValue>, ApiError> {
+    let mut values = headers.get_all(&name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code,
+            format!("the request has more than one {name} header: send one"),
+        ));
+    }
+    Ok(first)
+}
+
+/// Refuses at once a body announced larger than `max` by a client that waits
+/// for `100 Continue` before sending it. (Other clients are already sending:
+/// answering before reading would cut them off mid-write, so their bodies are
+/// read up to the limit instead.)
+fn check_announced_length(headers: &HeaderMap, max: u64) -> Result<(), ApiError> {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match announced {
+        Some(len) if expects_continue && len > max => Err(too_large(format!(
+            "the request body is {len} bytes, larger than {max}: send smaller batches"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+    let Some(value) = single(headers, header::CONTENT_TYPE, "unsupported_media_type")? else {
         return Ok(());
     };
     let ok = value
@@ -104,7 +145,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
-    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+    let Some(value) = single(headers, header::CONTENT_ENCODING, "unsupported_encoding")? else {
         return Ok(Encoding::Identity);
     };
     match value.to_str().map(|v| v.trim().to_ascii_lowercase()).as_deref() {
@@ -115,23 +156,37 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_encoding",
             format!(
-                "Content-Encoding {:?} is not supported: send identity, gzip or zstd",
-                String::from_utf8_lossy(value.as_bytes())
+                "Content-Encoding {} is not supported: send identity, gzip or zstd",
+                quote(&String::from_utf8_lossy(value.as_bytes()))
             ),
         )),
     }
 }
 
-/// Reads a request body of at most `max` bytes (413 `payload_too_large` beyond).
-pub(crate) async fn read_limited(body: Body, max: u64) -> Result<Bytes, ApiError> {
-    match Limited::new(body, max as usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(format!(
+/// Reads a request body of at most `max` bytes (413 `payload_too_large`
+/// beyond) that arrives in full within `timeout` (408 `request_timeout` after:
+/// a client trickling its body cannot hold a connection and a handler forever).
+pub(crate) async fn read_limited(body: Body, max: u64, timeout: Duration) -> Result<Bytes, ApiError> {
+    let too_big = || {
+        too_large(format!(
             "the request body is larger than {max} bytes: send smaller batches"
-        ))),
-        Err(_) => Err(ApiError::bad_request(
+        ))
+    };
+    let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_big()),
+        Ok(Err(_)) => Err(ApiError::bad_request(
             "body_read_failed",
             "the request body could not be read completely",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {}: send it faster or in smaller batches",
+                humantime::format_duration(timeout)
+            ),
         )),
     }
 }
@@ -187,7 +242,7 @@ pub fn decode_batch(raw: &[u8], encoding: Encoding, max_decoded: u64) -> Result<
 fn inflate(reader: impl Read, name: &str, max_decoded: u64) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     reader
-        .take(max_decoded + 1)
+        .take(max_decoded.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|_| ApiError::bad_request("invalid_encoding", format!("the body is not valid {name}")))?;
     if out.len() as u64 > max_decoded {
@@ -197,6 +252,9 @@ fn inflate(reader: impl Read, name: &str, max_decoded: u64) -> Result<Vec<u8>, A
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod properties;
 
 #[cfg(test)]
 mod tests {
@@ -264,5 +322,13 @@ mod tests {
             decode_batch(b"not gzip", Encoding::Gzip, MAX).unwrap_err().code,
             "invalid_encoding"
         );
+    }
+
+    #[test]
+    fn the_largest_decoded_limit_does_not_overflow() {
+        // `--max-decoded-body` takes any size up to u64::MAX.
+        let gz = zstd::encode_all(&body(vec![event_json()])[..], 1).unwrap();
+        let batch = decode_batch(&gz, Encoding::Zstd, u64::MAX).unwrap();
+        assert_eq!(batch.events.len(), 1);
     }
 }

@@ -20,6 +20,8 @@ pub mod query;
 pub mod ratelimit;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod token;
 
@@ -58,6 +60,7 @@ pub async fn serve(args: ServeArgs, shutdown: impl std::future::Future<Output = 
     if args.enroll_failures_per_minute == 0 {
         return Err(config::ConfigError("--enroll-failures-per-minute must be at least 1".into()).into());
     }
+    args.check_connection_limits()?;
     create_private_dir(dir)?;
     let store = store::Store::open(&store_path(dir)).map_err(|e| match e {
         store::StoreError::Locked(_) => anyhow::anyhow!(
@@ -102,11 +105,27 @@ pub async fn serve(args: ServeArgs, shutdown: impl std::future::Future<Output = 
             max_decoded_body: args.max_decoded_body,
             active_window: args.active_window,
             cert_ttl: args.cert_ttl,
+            body_read_timeout: args.body_read_timeout,
         }),
         limiter: Arc::new(ratelimit::FailureLimiter::new(
             args.enroll_failures_per_minute,
             Duration::from_secs(60),
         )),
+    };
+    let (max_connections, open_files) = server::fit_open_file_limit(args.max_connections);
+    if max_connections < args.max_connections {
+        tracing::warn!(
+            wanted = args.max_connections,
+            allowed = max_connections,
+            open_file_limit = open_files,
+            "--max-connections lowered to fit the open-file limit (raise `ulimit -n` for more)"
+        );
+    }
+    let conn_limits = server::ConnLimits {
+        max_connections,
+        tls_handshake_timeout: args.tls_handshake_timeout,
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
     };
     let retention = tokio::spawn(retention_loop(store.clone(), args.retention, args.retention_interval));
     server::serve(
@@ -115,6 +134,7 @@ pub async fn serve(args: ServeArgs, shutdown: impl std::future::Future<Output = 
         server::app(state),
         shutdown,
         args.drain_timeout,
+        conn_limits,
     )
     .await;
     retention.abort();

@@ -4,7 +4,7 @@
 
 /// A name that cannot be used, with a suggested fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} name {name:?} is not valid: {why}{}", suggestion_text(.suggestion))]
+#[error("{what} name {} is not valid: {why}{}", crate::error::quote(.name), suggestion_text(.suggestion))]
 pub struct InvalidName {
     /// What kind of name it is (`cluster`, `tenant` …).
     pub what: &'static str,

@@ -3,7 +3,7 @@
 //! out of range or a cursor from elsewhere is a 400 that says which.
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, quote};
 use crate::ops::{EndpointLabel, metrics};
 use crate::server::AppState;
 use crate::store::{EventQuery, IncidentQuery, Position, StoreError, now_us};
@@ -33,19 +33,23 @@ pub struct PageBody<T> {
 /// Query parameters, each at most once.
 pub(crate) struct Params {
     values: BTreeMap<String, String>,
+    /// The names the endpoint takes: they tell endpoints apart in cursors.
+    known: &'static [&'static str],
 }
 
 impl Params {
-    pub(crate) fn parse(raw: Option<String>, known: &[&str]) -> Result<Self, ApiError> {
+    pub(crate) fn parse(raw: Option<String>, known: &'static [&'static str]) -> Result<Self, ApiError> {
         let mut values = BTreeMap::new();
         for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
             if !known.contains(&name.as_ref()) {
+                let takes = if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                };
                 return Err(ApiError::bad_request(
                     "unknown_parameter",
-                    format!(
-                        "unknown query parameter `{name}`; this endpoint takes: {}",
-                        known.join(", ")
-                    ),
+                    format!("unknown query parameter {}; this endpoint takes: {takes}", quote(&name)),
                 ));
             }
             if value.len() > 1024 {
@@ -55,7 +59,7 @@ impl Params {
                 return Err(invalid(&name, "is given more than once"));
             }
         }
-        Ok(Self { values })
+        Ok(Self { values, known })
     }
 
     fn text(&self, name: &str) -> Result<Option<String>, ApiError> {
@@ -75,7 +79,7 @@ impl Params {
             Ok(n) if (1..=MAX_LIMIT as i64).contains(&n) => Ok(n as usize),
             _ => Err(invalid(
                 "limit",
-                &format!("must be a whole number from 1 to {MAX_LIMIT}, not {text:?}"),
+                &format!("must be a whole number from 1 to {MAX_LIMIT}, not {}", quote(text)),
             )),
         }
     }
@@ -94,7 +98,8 @@ impl Params {
             Err(_) => Err(invalid(
                 name,
                 &format!(
-                    "{text:?} is neither an RFC 3339 time (2026-11-22T10:00:00Z) nor a duration ago (30m, 24h, 7d)"
+                    "{} is neither an RFC 3339 time (2026-11-22T10:00:00Z) nor a duration ago (30m, 24h, 7d)",
+                    quote(text)
                 ),
             )),
         }
@@ -119,7 +124,7 @@ impl Params {
             let names: Vec<&str> = IncidentType::ALL.iter().map(|t| t.as_str()).collect();
             invalid(
                 "incident_type",
-                &format!("{text:?} is not one of: {}", names.join(", ")),
+                &format!("{} is not one of: {}", quote(text), names.join(", ")),
             )
         })
     }
@@ -135,15 +140,24 @@ impl Params {
         Ok(self.text("cluster")?.map(|c| c.split(',').map(str::to_owned).collect()))
     }
 
-    /// A fingerprint of every filter, so a cursor cannot be replayed on another query.
+    /// A fingerprint of the endpoint (by the names it takes) and of every
+    /// filter, so a cursor cannot be replayed on another query or endpoint.
+    /// Names and values are length-prefixed so no two filter sets collide by
+    /// concatenation.
     fn filter_hash(&self) -> u64 {
-        let canonical: Vec<String> = self
-            .values
-            .iter()
-            .filter(|(k, _)| *k != "cursor" && *k != "limit")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        xxh3_64(canonical.join("&").as_bytes())
+        let mut canonical = Vec::new();
+        for name in self.known {
+            canonical.extend_from_slice(&(name.len() as u64).to_be_bytes());
+            canonical.extend_from_slice(name.as_bytes());
+        }
+        canonical.push(0xff);
+        for (k, v) in self.values.iter().filter(|(k, _)| *k != "cursor" && *k != "limit") {
+            for part in [k, v] {
+                canonical.extend_from_slice(&(part.len() as u64).to_be_bytes());
+                canonical.extend_from_slice(part.as_bytes());
+            }
+        }
+        xxh3_64(&canonical)
     }
 
     pub(crate) fn cursor(&self) -> Result<Option<Position>, ApiError> {
@@ -192,14 +206,16 @@ fn store_error(e: StoreError) -> ApiError {
 }
 
 fn parse_incident_id(text: &str) -> Result<u64, ApiError> {
+    // Digits only: `from_str_radix` alone would also take a sign.
     if text.len() == 16
+        && text.bytes().all(|b| b.is_ascii_hexdigit())
         && let Ok(id) = u64::from_str_radix(text, 16)
     {
         return Ok(id);
     }
     Err(ApiError::bad_request(
         "invalid_parameter",
-        format!("{text:?} is not an incident id (16 hex digits)"),
+        format!("{} is not an incident id (16 hex digits)", quote(text)),
     ))
 }
 
@@ -320,11 +336,13 @@ pub async fn incident(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     metrics()
         .queries
         .get_or_create(&EndpointLabel { endpoint: "incident" })
         .inc();
+    Params::parse(raw, &[])?;
     let id = parse_incident_id(&id)?;
     let not_found = || ApiError::not_found(format!("no incident {id:016x}"));
     let incident = state
@@ -368,3 +386,6 @@ pub async fn clusters(
         next_cursor: None,
     }))
 }
+
+#[cfg(test)]
+mod properties;

@@ -1,5 +1,6 @@
-//! The HTTPS server: the router, and an accept loop that terminates TLS and
-//! hands each connection's verified client identity to the handlers.
+//! The HTTPS server: the router, and an accept loop ([`serve`]) that
+//! terminates TLS and hands each connection's verified client identity to the
+//! handlers.
 
 use crate::error::ApiError;
 use crate::ratelimit::FailureLimiter;
@@ -7,17 +8,13 @@ use crate::store::Store;
 use crate::tls::{AgentIdentity, Ca};
 use crate::{admin_api, enroll, ingest, ops, query};
 use axum::Router;
-use axum::http::Request;
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tower::ServiceExt;
+
+mod listener;
+pub use listener::{ConnLimits, fit_open_file_limit, serve};
 
 /// Limits and windows the handlers apply.
 #[derive(Debug, Clone)]
@@ -30,6 +27,8 @@ pub struct Limits {
     pub active_window: Duration,
     /// Lifetime of certificates issued by enrollment and renewal.
     pub cert_ttl: Duration,
+    /// How long a request body may take to arrive in full.
+    pub body_read_timeout: Duration,
 }
 
 /// What every handler can reach.
@@ -120,79 +119,4 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .with_state(state)
-}
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `app` over TLS on `listener` until `shutdown` resolves, then lets
-/// open requests finish for at most `drain`.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    app: Router,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    let builder = Arc::new(builder);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let peer = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
-            let identity = peer.and_then(|cert| AgentIdentity::from_cert_der(cert));
-            let cert_expires_us = peer.and_then(|cert| crate::tls::cert_not_after_us(cert));
-            let conn_info = ConnInfo {
-                identity,
-                remote,
-                cert_expires_us,
-            };
-            let service = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(conn_info.clone());
-                req
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!(deadline = ?drain, "drain deadline passed; closing open connections"),
-    }
 }

@@ -23,6 +23,22 @@ fn bad_name(e: InvalidName) -> ApiError {
     ApiError::bad_request("invalid_name", e.to_string())
 }
 
+/// Refuses, before any lookup, an id no `kind` can have (`shape` says what ids look like).
+fn check_id(kind: &str, id: &str, valid: bool, shape: &str) -> Result<(), ApiError> {
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("{} is not {kind} id ({shape})", crate::error::quote(id)),
+        ))
+    }
+}
+
+fn is_lower_hex(id: &str, len: usize) -> bool {
+    id.len() == len && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 fn job(caller: &Caller, source: &str, op: AccessOp) -> AccessJob {
     AccessJob {
         op,
@@ -91,6 +107,8 @@ pub async fn list_tokens(store: &Store, caller: &Caller) -> Result<Vec<TokenView
 /// Revokes a token.
 pub async fn revoke_token(store: &Store, caller: &Caller, source: &str, id: String) -> Result<TokenView, ApiError> {
     caller.require_admin()?;
+    let valid = (8..=16).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    check_id("a token", &id, valid, "8 to 16 characters of a-z and 0-9")?;
     let op = AccessOp::RevokeToken {
         id,
         tenant: caller.tenant.clone(),
@@ -113,6 +131,7 @@ pub async fn list_agents(store: &Store, caller: &Caller) -> Result<Vec<AgentView
 /// Revokes an agent: refused from its next request on.
 pub async fn revoke_agent(store: &Store, caller: &Caller, source: &str, id: String) -> Result<AgentView, ApiError> {
     caller.require_admin()?;
+    check_id("an agent", &id, is_lower_hex(&id, 16), "16 hex digits")?;
     let op = AccessOp::RevokeAgent {
         agent_id: id,
         tenant: caller.tenant.clone(),
@@ -135,6 +154,7 @@ pub async fn remove_cluster(
     purge: bool,
 ) -> Result<ClusterRemoved, ApiError> {
     caller.require_admin()?;
+    validate_name("cluster", &cluster).map_err(bad_name)?;
     let op = AccessOp::RemoveCluster {
         cluster: cluster.clone(),
         tenant: caller.tenant.clone(),
@@ -197,6 +217,7 @@ pub async fn list_apikeys(store: &Store, caller: &Caller) -> Result<Vec<ApiKeyVi
 /// Revokes an API key: refused from its next request on.
 pub async fn revoke_apikey(store: &Store, caller: &Caller, source: &str, id: String) -> Result<ApiKeyView, ApiError> {
     caller.require_admin()?;
+    check_id("an API key", &id, is_lower_hex(&id, 12), "12 hex digits")?;
     let op = AccessOp::RevokeApiKey {
         id,
         tenant: caller.tenant.clone(),

@@ -80,7 +80,21 @@ impl Collector {
 
     /// Starts `serve` with `RUST_LOG` set to `log`, capturing all it prints.
     pub fn start_logging(dir: &Path, extra: &[&str], log: &str) -> Collector {
-        let mut child = Command::new(BIN)
+        Self::start_under(&[], dir, extra, log)
+    }
+
+    /// Starts `serve` through `wrapper` (a command that ends by running the
+    /// binary and arguments it is given, e.g. `sh -c 'ulimit -n 256 && exec "$@"' sh`).
+    pub fn start_under(wrapper: &[&str], dir: &Path, extra: &[&str], log: &str) -> Collector {
+        let mut command = match wrapper.split_first() {
+            None => Command::new(BIN),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+        };
+        let mut child = command
             .args(["serve", "--data-dir"])
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"])
