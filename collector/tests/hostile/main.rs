@@ -188,7 +188,8 @@ async fn invariant_7_hostile_input_is_refused_precisely_and_stores_nothing() {
         events_cursor: cursor("/v1/events?limit=1").await,
         shop_cursor: cursor("/v1/events?limit=1&namespace=shop").await,
     };
-    let before = snapshot(&admin).await;
+    let mut before = snapshot(&admin).await;
+    let seeded = before.clone();
 
     let dialer = Dialer::new(&collector.url, &collector.ca_pem, &cert, &admin.token);
     let cases: Vec<Case> = corpus::corpus(&cx);
@@ -200,6 +201,14 @@ async fn invariant_7_hostile_input_is_refused_precisely_and_stores_nothing() {
             Err(e) => Err(e),
         };
         let outcome = outcome.and(healthy(&dialer).await.map_err(|e| format!("unhealthy afterwards: {e}")));
+        // Nothing stored, checked after each case so a failure names its case.
+        let after = snapshot(&admin).await;
+        let outcome = outcome.and(if after == before {
+            Ok(())
+        } else {
+            Err("it changed what is stored".to_owned())
+        });
+        before = after;
         if let Err(why) = outcome {
             failures.push(format!("{}: {why}", case.name));
         }
@@ -222,7 +231,7 @@ async fn invariant_7_hostile_input_is_refused_precisely_and_stores_nothing() {
     // Nothing of it was stored, and no refusal spent the single-use token.
     assert_eq!(
         snapshot(&admin).await,
-        before,
+        seeded,
         "a refused request changed what is stored"
     );
     let (status, body, _) = collector.enroll(&cx.token).await;
