@@ -2,7 +2,7 @@
 //! per-cluster ranges), check the remaining filters on each record, and stop
 //! after a bounded amount of work so that no query scans the whole store.
 
-use super::compact::{CompactEvent, Resolver, STRING_TEXT, STRINGS, lookup};
+use super::compact::{CompactEvent, Resolver, STRING_TEXT, STRINGS, lookup, pod_value};
 use super::postings::{self, Entry, POSTINGS, SEGMENTS, SegmentInfo, posting_key};
 use super::schema::*;
 use super::{Result, StoreError};
@@ -324,7 +324,8 @@ fn id_filter(dictionary: &impl ReadableTable<&'static str, u32>, name: Option<&s
 /// The name filters of an event query, as dictionary ids.
 struct IdFilters {
     namespace: Option<u32>,
-    pod: Option<u32>,
+    /// Pod names are not interned: the name itself.
+    pod: Option<String>,
     node: Option<u32>,
     workload_kind: Option<u32>,
     workload_name: Option<u32>,
@@ -340,22 +341,21 @@ impl IdFilters {
         };
         let all = [
             id_filter(dictionary, q.namespace.as_deref())?,
-            id_filter(dictionary, q.pod.as_deref())?,
             id_filter(dictionary, q.node.as_deref())?,
             id_filter(dictionary, kind)?,
             id_filter(dictionary, name)?,
             id_filter(dictionary, q.reason.as_deref())?,
         ];
-        let Ok([namespace, pod, node, workload_kind, workload_name, reason]) = all
+        let Ok([namespace, node, workload_kind, workload_name, reason]) = all
             .into_iter()
             .collect::<std::result::Result<Vec<_>, ()>>()
-            .map(|v| <[Option<u32>; 6]>::try_from(v).unwrap_or_default())
+            .map(|v| <[Option<u32>; 5]>::try_from(v).unwrap_or_default())
         else {
             return Ok(None);
         };
         Ok(Some(Self {
             namespace,
-            pod,
+            pod: q.pod.clone(),
             node,
             workload_kind,
             workload_name,
@@ -365,8 +365,8 @@ impl IdFilters {
 
     /// The index to walk: the most selective filter given.
     fn dimension(&self, incident: Option<u64>) -> (Dim, u64) {
-        if let Some(pod) = self.pod {
-            (Dim::Pod, u64::from(pod))
+        if let Some(pod) = &self.pod {
+            (Dim::Pod, pod_value(pod))
         } else if let Some(incident) = incident {
             (Dim::Incident, incident)
         } else if let Some(name) = self.workload_name {
@@ -383,7 +383,7 @@ impl IdFilters {
     fn matches(&self, q: &EventQuery, e: &CompactEvent) -> bool {
         let same = |filter: Option<u32>, value: Option<u32>| filter.is_none_or(|f| Some(f) == value);
         same(self.namespace, Some(e.namespace))
-            && same(self.pod, Some(e.pod))
+            && self.pod.as_ref().is_none_or(|p| *p == e.pod)
             && same(self.node, e.node)
             && same(self.workload_kind, e.workload.map(|w| w.0))
             && (self.workload_name.is_none() || e.workload.is_some())

@@ -238,7 +238,7 @@ pub enum Dim {
     Time = 1,
     /// Namespace (its dictionary id for events, its name's hash for incidents).
     Namespace = 2,
-    /// Pod name's dictionary id.
+    /// Pod name (its hash: pod names are not interned).
     Pod = 3,
     /// Workload name (dictionary id for events, hash for incidents).
     Workload = 4,

@@ -189,7 +189,9 @@ async fn every_filter_lists_exactly_what_a_model_holds_across_segments_updates_a
     use std::collections::BTreeMap;
     let (dir, store) = store_with_agent().await;
     // uid → (namespace, pod, node, last_seen_s, count)
-    let mut model: BTreeMap<String, (String, String, String, i64, u32)> = BTreeMap::new();
+    type Row = (String, String, String, i64, u32);
+    type Keep = Box<dyn Fn(&Row) -> bool>;
+    let mut model: BTreeMap<String, Row> = BTreeMap::new();
     // uid → first_seen_s: fixed for an Event object, part of its identity.
     let mut first_seen: BTreeMap<String, i64> = BTreeMap::new();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -251,8 +253,8 @@ async fn every_filter_lists_exactly_what_a_model_holds_across_segments_updates_a
         store.ingest(identity(), batch(events)).await.unwrap();
     }
 
-    async fn check(store: &Store, model: &BTreeMap<String, (String, String, String, i64, u32)>, what: &str) {
-        let filters: Vec<(String, Box<dyn Fn(&(String, String, String, i64, u32)) -> bool>)> = vec![
+    async fn check(store: &Store, model: &BTreeMap<String, Row>, what: &str) {
+        let filters: Vec<(String, Keep)> = vec![
             ("all".into(), Box::new(|_| true)),
             ("ns1".into(), Box::new(|e| e.0 == "ns1")),
             ("pod3".into(), Box::new(|e| e.1 == "pod3")),
