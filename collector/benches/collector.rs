@@ -211,10 +211,13 @@ async fn main() {
     // the median of the per-round ratios are reported.
     let round = (total / 20).clamp(BATCH as u64 * SENDERS as u64, 250_000);
     let (mut rates, mut raws, mut ratios, mut p50s, mut p99s) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut cpu_per_1000 = vec![];
     let mut next = 0;
     for _ in 0..3 {
         let b = batches(next, next + round, base_ts);
+        let cpu_before = harness::cpu_seconds(server.child.id());
         let (rate, times) = ingest(&agent, &server.url, b.clone(), round).await;
+        cpu_per_1000.push((harness::cpu_seconds(server.child.id()) - cpu_before) * 1000.0 / round as f64);
         let raw = raw_redb_rate(tmp.path(), &b, round);
         rates.push(rate);
         raws.push(raw);
@@ -287,6 +290,7 @@ async fn main() {
          | durable ingest, new events (median of 3 rounds of {round}) | **{ingest_rate:.0} events/s** |\n\
          | redb raw batched write of the same bytes (median) | {raw:.0} events/s |\n\
          | ingest / raw redb (median of per-round ratios) | **{ratio:.2}** |\n\
+         | collector CPU per 1 000 events ingested (user + system, median) | {cpu:.4} CPU-s |\n\
          | ingest rounds | {rounds} |\n\
          | ingest request p50 / p99 (batch of {BATCH}, {SENDERS} in flight) | {lat50} / {lat99} |\n\
          | ingest into the full store ({total} events), one more round | {late_rate:.0} events/s |\n\
@@ -304,6 +308,7 @@ async fn main() {
         ingest_rate = median(rates.clone()),
         raw = median(raws),
         ratio = median(ratios),
+        cpu = median(cpu_per_1000),
         rounds = rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
         lat50 = ms(Duration::from_secs_f64(median(p50s))),
         lat99 = ms(Duration::from_secs_f64(median(p99s))),

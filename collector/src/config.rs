@@ -188,6 +188,11 @@ pub struct ServeArgs {
     /// Extra DNS names or IPs for the server certificate (localhost and 127.0.0.1 are always in it).
     #[arg(long, env = "PODWARN_ADVERTISE", value_delimiter = ',')]
     pub advertise: Vec<String>,
+    /// Memory the store may use to cache pages of its file (e.g. 256MiB). The
+    /// collector's memory is this plus a few MiB per connection, whatever
+    /// the number of stored events.
+    #[arg(long, env = "PODWARN_CACHE_SIZE", default_value = "256MiB", value_parser = parse_bytes)]
+    pub cache_size: u64,
     /// How long events are kept (e.g. 30d, 12h).
     #[arg(long, env = "PODWARN_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,

@@ -62,7 +62,8 @@ pub async fn serve(args: ServeArgs, shutdown: impl std::future::Future<Output = 
     }
     args.check_connection_limits()?;
     create_private_dir(dir)?;
-    let store = store::Store::open(&store_path(dir)).map_err(|e| match e {
+    let cache = usize::try_from(args.cache_size).unwrap_or(usize::MAX);
+    let store = store::Store::open_with_cache(&store_path(dir), cache).map_err(|e| match e {
         store::StoreError::Locked(_) => anyhow::anyhow!(
             "another podwarn-collector is already serving {} (see {}): stop it or choose another --data-dir",
             dir.display(),

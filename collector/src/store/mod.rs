@@ -93,17 +93,27 @@ pub struct Store {
 
 /// How many requests may wait for the writer before senders queue up.
 const WRITE_QUEUE: usize = 1024;
+/// Page cache of short-lived openers (CLI commands); `serve` sets its own.
+const DEFAULT_CACHE: usize = 64 << 20;
 
 impl Store {
     /// Opens (or creates) the store at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = redb::Database::builder().create(path).map_err(|source| match source {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.into()),
-            source => StoreError::Open {
-                path: path.into(),
-                source,
-            },
-        })?;
+        Self::open_with_cache(path, DEFAULT_CACHE)
+    }
+
+    /// Opens the store with at most `cache_bytes` of page cache.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self> {
+        let db = redb::Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|source| match source {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.into()),
+                source => StoreError::Open {
+                    path: path.into(),
+                    source,
+                },
+            })?;
         let db = Arc::new(db);
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE);
         writer::start(db.clone(), rx)?;
