@@ -110,7 +110,7 @@ pub(super) fn purge_step(
                 out.more = true;
                 break 'segments;
             }
-            if delete_event(t, w, segment, entry.seq)?.is_some() {
+            if delete_event(t, w, segment, entry)?.is_some() {
                 out.events += 1;
             }
         }

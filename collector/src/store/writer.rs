@@ -588,20 +588,24 @@ fn update_event(
     Ok(delta)
 }
 
-/// Deletes one stored event with its dedup entry and index entries; returns
-/// its cluster id, or `None` if it was already gone.
-pub(super) fn delete_event(t: &mut Tables<'_>, w: &mut Work<'_>, segment: u32, seq: u64) -> Result<Option<u32>> {
-    let Some(bytes) = t.events.remove(seq)? else {
+/// Deletes the stored event that `entry` of `segment`'s time list names,
+/// with its dedup entry and index entries; returns its cluster id, or `None`
+/// if it is gone or has moved since (seen again earlier in this transaction:
+/// its entries are no longer in `segment`'s lists as written on disk).
+pub(super) fn delete_event(t: &mut Tables<'_>, w: &mut Work<'_>, segment: u32, entry: Entry) -> Result<Option<u32>> {
+    let seq = entry.seq;
+    let Some(bytes) = t.events.get(seq)? else {
         return Ok(None);
     };
     let ev: CompactEvent = decode(bytes.value())?;
     drop(bytes);
-    t.dedup
-        .remove(dedup_key(ev.cluster, ev.first_seen_us, &ev.uid.text()))?;
-    let entry = Entry {
-        ts_us: ev.last_seen_us(),
-        seq,
-    };
+    let key = dedup_key(ev.cluster, ev.first_seen_us, &ev.uid.text());
+    let current = t.dedup.get(key)?.map(|v| DedupEntry::from_bytes(v.value()));
+    if ev.last_seen_us() != entry.ts_us || current.is_some_and(|c| c.segment != segment) {
+        return Ok(None);
+    }
+    t.events.remove(seq)?;
+    t.dedup.remove(key)?;
     w.postings.change(ev.cluster, Some((segment, &ev.dims(), entry)), None);
     Ok(Some(ev.cluster))
 }
@@ -651,7 +655,7 @@ fn retention(t: &mut Tables<'_>, state: &mut State, w: &mut Work<'_>, cutoff_us:
                 break 'segments;
             }
             budget -= 1;
-            if let Some(cluster) = delete_event(t, w, segment, entry.seq)? {
+            if let Some(cluster) = delete_event(t, w, segment, entry)? {
                 *deleted_per_cluster.entry(cluster).or_default() += 1;
                 out.events += 1;
             }
