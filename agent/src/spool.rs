@@ -219,12 +219,26 @@ impl Spool {
 
     /// The oldest batch, if any.
     pub async fn peek_oldest(&self) -> Result<Option<SpooledBatch>> {
-        self.blocking(|inner| inner.peek_oldest()).await
+        Ok(self.peek_oldest_run(0, 0).await?.pop())
+    }
+
+    /// The oldest batches, oldest first: the oldest one whatever its size, then each
+    /// following one while the run stays within `max_events` events and `max_bytes`
+    /// bytes of body (the drainer replays a run as one request). Empty when the spool
+    /// is; a damaged record ends the run, or is the error when it is the oldest.
+    pub async fn peek_oldest_run(&self, max_events: u32, max_bytes: usize) -> Result<Vec<SpooledBatch>> {
+        self.blocking(move |inner| inner.peek_oldest_run(max_events, max_bytes))
+            .await
     }
 
     /// Deletes a batch the collector stored. Returns whether it was there.
     pub async fn remove(&self, seq: u64) -> Result<bool> {
         self.blocking(move |inner| inner.remove(seq)).await
+    }
+
+    /// Deletes batches the collector stored, in one transaction. Returns how many were there.
+    pub async fn remove_all(&self, seqs: Vec<u64>) -> Result<usize> {
+        self.blocking(move |inner| inner.remove_all(&seqs)).await
     }
 
     /// Moves a batch the collector refused for good into the `rejected`
@@ -348,23 +362,36 @@ impl Inner {
         Ok(dropped)
     }
 
-    fn peek_oldest(&self) -> Result<Option<SpooledBatch>> {
+    fn peek_oldest_run(&self, max_events: u32, max_bytes: usize) -> Result<Vec<SpooledBatch>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(BATCHES)?;
-        let Some((seq, value)) = table.first()? else {
-            return Ok(None);
-        };
-        let seq = seq.value();
-        let value = value.value();
-        let (events, first_event_at) = decode_header(seq, value)?;
-        Ok(Some(SpooledBatch {
-            seq,
-            batch: Batch {
-                events,
-                first_event_at,
-                body: Bytes::copy_from_slice(&value[BATCH_HEADER..]),
-            },
-        }))
+        let mut run: Vec<SpooledBatch> = Vec::new();
+        let (mut events, mut bytes) = (0u32, 0usize);
+        for entry in table.iter()? {
+            let (seq, value) = entry?;
+            let (seq, value) = (seq.value(), value.value());
+            let (n, first_event_at) = match decode_header(seq, value) {
+                Ok(header) => header,
+                // Sent alone next time, where the drainer deals with it.
+                Err(_) if !run.is_empty() => break,
+                Err(e) => return Err(e),
+            };
+            let body = &value[BATCH_HEADER..];
+            if !run.is_empty() && (events.saturating_add(n) > max_events || bytes + body.len() > max_bytes) {
+                break;
+            }
+            events = events.saturating_add(n);
+            bytes += body.len();
+            run.push(SpooledBatch {
+                seq,
+                batch: Batch {
+                    events: n,
+                    first_event_at,
+                    body: Bytes::copy_from_slice(body),
+                },
+            });
+        }
+        Ok(run)
     }
 
     /// Deletes `seq` from the batches table inside `txn`; returns its record.
@@ -394,6 +421,23 @@ impl Inner {
         txn.commit()?;
         self.publish(bytes, batches);
         Ok(true)
+    }
+
+    fn remove_all(&self, seqs: &[u64]) -> Result<usize> {
+        let txn = self.begin()?;
+        let mut removed = 0;
+        let mut counts = None;
+        for &seq in seqs {
+            if let Some((_, bytes, batches)) = self.take(&txn, seq)? {
+                removed += 1;
+                counts = Some((bytes, batches));
+            }
+        }
+        txn.commit()?;
+        if let Some((bytes, batches)) = counts {
+            self.publish(bytes, batches);
+        }
+        Ok(removed)
     }
 
     fn reject(&self, seq: u64, reason: &str) -> Result<bool> {
@@ -569,6 +613,37 @@ mod tests {
         assert_eq!(second.batch.events, 2);
         assert!(second.seq > first.seq);
         assert_eq!(spool.len_bytes(), 2 * (BATCH_HEADER as u64 + 100));
+    }
+
+    #[tokio::test]
+    async fn a_run_of_the_oldest_batches_stays_within_its_caps_and_goes_in_one_transaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+        for n in [3, 3, 3, 5, 1] {
+            spool.push(batch(n, 100)).await.expect("push");
+        }
+        let events = |run: &[SpooledBatch]| run.iter().map(|b| b.batch.events).collect::<Vec<_>>();
+        // By events: 3 + 3 + 3 fit in 10, the 5 does not.
+        let run = spool.peek_oldest_run(10, 1 << 20).await.expect("run");
+        assert_eq!(events(&run), vec![3, 3, 3]);
+        assert!(run.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
+        // By bytes: two bodies of 100 fit in 250.
+        assert_eq!(events(&spool.peek_oldest_run(100, 250).await.expect("run")), vec![3, 3]);
+        // The oldest always comes, whatever the caps.
+        assert_eq!(events(&spool.peek_oldest_run(0, 0).await.expect("run")), vec![3]);
+
+        let seqs: Vec<u64> = run.iter().map(|b| b.seq).collect();
+        assert_eq!(spool.remove_all(seqs.clone()).await.expect("remove"), 3);
+        assert_eq!(spool.len_batches(), 2);
+        assert_eq!(spool.len_bytes(), 2 * (BATCH_HEADER as u64 + 100));
+        assert_eq!(spool.remove_all(seqs).await.expect("remove again"), 0);
+        drop(spool);
+        let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(
+            events(&spool.peek_oldest_run(100, 1 << 20).await.expect("run")),
+            vec![5, 1]
+        );
+        assert_eq!(spool.len_batches(), 2, "the removal was committed");
     }
 
     #[tokio::test]

@@ -56,6 +56,21 @@ pub(crate) fn split(batch: &Batch, version: &str, dropped_total: u64) -> Result<
     )))
 }
 
+/// Joins batches into one, events in order, re-encoded: the drainer replays a run of
+/// small spooled batches as one request instead of one round trip each.
+pub(crate) fn merge(batches: &[Batch], version: &str, dropped_total: u64) -> Result<Batch, ShipError> {
+    let mut events = Vec::new();
+    for batch in batches {
+        events.extend(decode(&batch.body)?.events);
+    }
+    let first_event_at = batches
+        .iter()
+        .map(|b| b.first_event_at)
+        .min()
+        .unwrap_or_else(SystemTime::now);
+    encode(events, first_event_at, version, dropped_total)
+}
+
 /// Counts encoded batches alive in memory, and the most ever seen at once:
 /// the proof that an outage fills the disk, not the heap.
 #[derive(Debug, Default)]

@@ -1,13 +1,22 @@
-//! The drainer: sends the oldest spooled batch until the spool is empty,
+//! The drainer: sends the oldest spooled batches until the spool is empty,
 //! backing off while the collector is away, until shutdown.
+//!
+//! A run of small batches (an outage spools one per batch interval) goes as
+//! one request of at most `batch_max_events`: one round trip per spooled batch
+//! would replay more slowly than warnings arrive, and the spool would never
+//! empty. If the collector refuses a joined run, its batches go one by one
+//! until the oldest is dealt with, so a refusal sets aside only the batch it
+//! is about; after a 413 runs stay under half the refused size, so the halves
+//! of a split batch are not joined again.
 
 use super::Shared;
-use super::batch::Pending;
+use super::batch::{self, Pending};
 use super::client::Outcome;
 use super::refusal;
 use crate::spool::{SpoolError, SpooledBatch};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -22,15 +31,25 @@ pub(super) async fn drain_loop(shared: Arc<Shared>, shutdown: CancellationToken)
         .with_jitter();
     let mut backoff = builder.build();
     let mut failures = 0u64;
+    // After a joined run was refused: the oldest batch alone, until it is dealt with.
+    let mut alone = false;
     while !shutdown.is_cancelled() {
-        let oldest = match shared.spool.peek_oldest().await {
-            Ok(Some(oldest)) => oldest,
-            Ok(None) => {
+        let (max_events, max_bytes) = if alone {
+            (0, 0)
+        } else {
+            (
+                shared.replay_max_events,
+                shared.replay_max_bytes.load(Ordering::Relaxed),
+            )
+        };
+        let run = match shared.spool.peek_oldest_run(max_events, max_bytes).await {
+            Ok(run) if run.is_empty() => {
                 tokio::select! {
                     () = shared.wake.notified() => continue,
                     () = shutdown.cancelled() => break,
                 }
             }
+            Ok(run) => run,
             Err(SpoolError::Corrupt { seq }) => {
                 // redb checksums its pages, so this means a record of another layout: it cannot be sent.
                 error!(seq, "damaged spool record; deleting it");
@@ -57,7 +76,16 @@ pub(super) async fn drain_loop(shared: Arc<Shared>, shutdown: CancellationToken)
                 () = shutdown.cancelled() => break,
             }
         }
-        let SpooledBatch { seq, batch } = oldest;
+        let seqs: Vec<u64> = run.iter().map(|b| b.seq).collect();
+        let seq = seqs[0];
+        let batch = match join(&shared, run) {
+            Ok(batch) => batch,
+            Err(e) => {
+                warn!(error = %e, "cannot join spooled batches; sending them one by one");
+                alone = true;
+                continue;
+            }
+        };
         let pending = Pending::new(batch, &shared.held);
         let outcome = tokio::select! {
             outcome = shared.collector.send(pending.batch.body.clone()) => outcome,
@@ -74,10 +102,11 @@ pub(super) async fn drain_loop(shared: Arc<Shared>, shutdown: CancellationToken)
                 }
                 failures = 0;
                 backoff = builder.build();
+                alone = false;
                 shared.shipped(&pending.batch, counts);
-                if let Err(e) = shared.spool.remove(seq).await {
-                    // It will be sent again: harmless, the collector dedups.
-                    error!(error = %e, "cannot delete a shipped batch from the spool");
+                if let Err(e) = shared.spool.remove_all(seqs).await {
+                    // They will be sent again: harmless, the collector dedups.
+                    error!(error = %e, "cannot delete shipped batches from the spool");
                 }
             }
             Outcome::Retry { reason, retry_after } => {
@@ -113,7 +142,22 @@ pub(super) async fn drain_loop(shared: Arc<Shared>, shutdown: CancellationToken)
                     backoff = builder.build();
                 }
             }
+            Outcome::Refused { status, .. } if seqs.len() > 1 => {
+                if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+                    shared.too_large(pending.batch.body.len());
+                }
+                debug!(
+                    status = status.as_u16(),
+                    batches = seqs.len(),
+                    "collector refused a joined replay; sending its batches one by one"
+                );
+                alone = true;
+            }
             Outcome::Refused { status, code, message } => {
+                alone = false;
+                if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+                    shared.too_large(pending.batch.body.len());
+                }
                 if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE
                     && let Some((a, b)) = shared.split(&pending.batch)
                 {
@@ -134,6 +178,16 @@ pub(super) async fn drain_loop(shared: Arc<Shared>, shutdown: CancellationToken)
             }
         }
     }
+}
+
+/// One batch for a run of spooled batches: the batch itself when alone, else
+/// their events joined, oldest first.
+fn join(shared: &Shared, mut run: Vec<SpooledBatch>) -> Result<crate::spool::Batch, super::ShipError> {
+    if run.len() == 1 {
+        return Ok(run.remove(0).batch);
+    }
+    let batches: Vec<crate::spool::Batch> = run.into_iter().map(|b| b.batch).collect();
+    batch::merge(&batches, &shared.version, shared.spool.dropped_total())
 }
 
 /// Sleeps unless shutdown comes first; returns whether to go on.

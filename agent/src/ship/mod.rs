@@ -12,9 +12,11 @@
 //!   sends directly, retrying network errors, timeouts, 408, 429 and 5xx for a
 //!   short budget (`Retry-After` honoured); then, or whenever the spool is not
 //!   empty, the batch goes to the spool;
-//! - the **drainer** sends the oldest spooled batch, deletes it on 200, and
-//!   backs off (jittered, capped, `Retry-After` honoured) on failures, until
-//!   shutdown.
+//! - the **drainer** sends the oldest spooled batches, as many as fit in one
+//!   batch (`batch_max_events`; an outage spools many small batches, and one
+//!   round trip each would replay slower than warnings arrive), deletes them
+//!   on 200, and backs off (jittered, capped, `Retry-After` honoured) on
+//!   failures, until shutdown.
 //!
 //! Only a 200 means stored (PROTOCOL.md). A batch refused with another 4xx is
 //! logged, counted and set aside in the spool's `rejected` table; 401/403 are
@@ -43,7 +45,7 @@ use podwarn_shared::WarningEvent;
 use podwarn_shared::wire::MAX_BATCH_EVENTS;
 use send::send_loop;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -324,6 +326,9 @@ impl Shipper {
             wake: Notify::new(),
             held: self.held,
             version: self.config.agent_version.clone(),
+            // Checked against MAX_BATCH_EVENTS in `with_tuning`.
+            replay_max_events: u32::try_from(self.config.batch_max_events).unwrap_or(u32::MAX),
+            replay_max_bytes: AtomicUsize::new(REPLAY_MAX_BYTES),
         });
         // Capacity 1: at most one encoded batch waits between batcher and sender.
         let (tx, rx) = mpsc::channel::<Pending>(1);
@@ -377,6 +382,23 @@ struct Shared {
     wake: Notify,
     held: Arc<Held>,
     version: String,
+    /// Most events in one replay request (`--batch-max-events`).
+    replay_max_events: u32,
+    /// Most bytes of compressed bodies joined into one replay request: starts at
+    /// [`REPLAY_MAX_BYTES`], and halves below any body the collector found too large,
+    /// so the halves of a split batch are never joined again.
+    replay_max_bytes: AtomicUsize,
+}
+
+/// The first cap on the bytes of one replay request (the collector's default body
+/// limit is 8 MiB).
+const REPLAY_MAX_BYTES: usize = 1 << 20;
+
+impl Shared {
+    /// The collector answered 413 to a body of `len` bytes: replay less than that at once.
+    fn too_large(&self, len: usize) {
+        self.replay_max_bytes.fetch_min(len / 2, Ordering::Relaxed);
+    }
 }
 
 /// The time before which the collector asked not to be called.

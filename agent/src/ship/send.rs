@@ -149,6 +149,9 @@ impl Shared {
 
     /// A live batch refused for good: split if too large, else set aside.
     async fn refused_live(&self, pending: &Pending, status: reqwest::StatusCode, code: &str, message: &str) -> bool {
+        if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+            self.too_large(pending.batch.body.len());
+        }
         if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE
             && let Some((a, b)) = self.split(&pending.batch)
         {

@@ -220,6 +220,62 @@ async fn outage_spools_to_disk_and_replays_everything() {
     assert_eq!(collector.stored_events()[0].uid, event(20).uid);
 }
 
+/// Spools batches of three events (cut by the interval) while the collector is away.
+async fn spool_small_batches(run: &Running, batches: usize) {
+    for b in 0..batches {
+        run.send(b * 3..b * 3 + 3).await;
+        let want = b as u64 + 1;
+        wait_until(5, "the batch spooled", || run.spool.len_batches() == want).await;
+    }
+}
+
+#[tokio::test]
+async fn the_spool_is_replayed_in_runs_of_small_batches_joined() {
+    let pki = Pki::new();
+    let addr = dead_addr().await;
+    let spool_dir = tempfile::tempdir().expect("tempdir");
+    let run = Running::start(config(&format!("https://{addr}"), &pki, spool_dir.path()));
+    spool_small_batches(&run, 7).await;
+
+    let collector = TestCollector::start_on(&pki, addr).await;
+    wait_until(8, "spool replayed", || run.spool.is_empty()).await;
+    run.stop().await.expect("clean stop");
+    assert_eq!(uids(&collector.stored_events()), expected(0..21));
+    // Joined up to --batch-max-events (10): three batches of three per request, oldest first.
+    let sizes: Vec<usize> = collector.stored_batches().iter().map(|b| b.events.len()).collect();
+    assert_eq!(sizes, vec![9, 9, 3]);
+    let order: Vec<String> = collector.stored_events().iter().map(|e| e.uid.clone()).collect();
+    assert_eq!(order, (0..21).map(|i| event(i).uid).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_refused_joined_replay_is_retried_batch_by_batch_and_rejects_nothing_more() {
+    let pki = Pki::new();
+    let addr = dead_addr().await;
+    let spool_dir = tempfile::tempdir().expect("tempdir");
+    let run = Running::start(config(&format!("https://{addr}"), &pki, spool_dir.path()));
+    spool_small_batches(&run, 3).await;
+
+    let collector = TestCollector::start_on(&pki, addr).await;
+    // The joined run is refused; the oldest batch alone is refused too (it is the bad one).
+    let bad = Step::Fail {
+        status: 400,
+        retry_after: None,
+    };
+    collector.script([bad, bad]);
+    wait_until(8, "spool replayed", || run.spool.is_empty()).await;
+    let rejected = run.spool.rejected().await.expect("rejected");
+    run.stop().await.expect("clean stop");
+    let sizes: Vec<usize> = collector.attempts().iter().map(|a| a.events).collect();
+    assert_eq!(
+        sizes,
+        vec![9, 3, 6],
+        "joined, then the oldest alone, then the rest joined"
+    );
+    assert_eq!(uids(&collector.stored_events()), expected(3..9));
+    assert_eq!(rejected.iter().map(|r| r.events).collect::<Vec<_>>(), vec![3]);
+}
+
 #[tokio::test]
 async fn spool_cap_drops_oldest_and_reports_dropped_total() {
     let pki = Pki::new();
