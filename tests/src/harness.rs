@@ -12,11 +12,37 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Where [`pin_binaries`] copied the binaries, once called.
+static PINNED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Copies `podwarn-agent` and `podwarn-collector` into `dir` and makes [`binary`]
+/// return the copies for the rest of this process: a suite that runs for long keeps
+/// testing the build it started with even when `target/` is rebuilt meanwhile (a
+/// checkout shared by several people). Only the first call copies; the caller removes
+/// `dir` when done.
+///
+/// # Panics
+/// When a binary is not built or cannot be copied.
+pub fn pin_binaries(dir: &Path) {
+    PINNED.get_or_init(|| {
+        std::fs::create_dir_all(dir).expect("create the pinned binaries folder");
+        for name in ["podwarn-agent", "podwarn-collector"] {
+            std::fs::copy(binary(name), dir.join(name)).expect("copy a binary to pin it");
+        }
+        dir.to_owned()
+    });
+}
+
 /// The path of a workspace binary (`podwarn-agent`, `podwarn-collector`).
 ///
 /// # Panics
 /// When it has not been built, with the command that builds it.
 pub fn binary(name: &str) -> PathBuf {
+    if let Some(pinned) = PINNED.get().map(|dir| dir.join(name))
+        && pinned.exists()
+    {
+        return pinned;
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target directory");
@@ -145,20 +171,87 @@ pub struct Collector {
 impl Collector {
     /// Starts `serve` on `listen` (use `127.0.0.1:0` for a free port) and waits until it listens.
     pub fn start_on(binary: &Path, dir: &Path, listen: &str, extra: &[&str]) -> Collector {
-        let mut child = Command::new(binary)
+        Self::launch(Command::new(binary), binary, dir, listen, extra, None)
+    }
+
+    /// Starts `serve` like [`Collector::start_on`], appending everything it prints
+    /// (stdout and stderr) to `log`.
+    pub fn start_on_logged(binary: &Path, dir: &Path, listen: &str, extra: &[&str], log: &Path) -> Collector {
+        Self::launch(Command::new(binary), binary, dir, listen, extra, Some(log))
+    }
+
+    /// Starts `serve` like [`Collector::start_on`] with SIGXFSZ ignored (a shell's
+    /// `trap '' XFSZ` before `exec`: an ignored signal stays ignored across exec). A
+    /// file-size limit set later with [`Collector::limit_file_size`] then makes its writes
+    /// past the limit fail with EFBIG, as a full disk makes them fail with ENOSPC,
+    /// instead of killing it: a full disk without the privilege to mount one. Its output
+    /// is appended to `log` (which the limit applies to as well while it is set).
+    pub fn start_on_ignoring_sigxfsz(binary: &Path, dir: &Path, listen: &str, extra: &[&str], log: &Path) -> Collector {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\""]).arg(binary);
+        Self::launch(sh, binary, dir, listen, extra, Some(log))
+    }
+
+    /// Sets the soft `RLIMIT_FSIZE` of the running collector with `prlimit(1)`:
+    /// `Some(bytes)` makes writes beyond that offset of any file fail, `None` lifts the
+    /// limit. The hard limit is left alone, so lifting it again needs no privilege.
+    ///
+    /// # Panics
+    /// When `prlimit` is missing or fails.
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let soft = bytes.map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
+        let out = Command::new("prlimit")
+            .arg(format!("--pid={}", self.child.id()))
+            .arg(format!("--fsize={soft}:"))
+            .output()
+            .expect("run prlimit(1) (util-linux)");
+        assert!(
+            out.status.success(),
+            "prlimit --fsize={soft}: failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn launch(
+        mut cmd: Command,
+        binary: &Path,
+        dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        log: Option<&Path>,
+    ) -> Collector {
+        // A logged collector's stderr goes through a pipe that this process copies to the
+        // file, so a file-size limit set on the collector cannot silence it.
+        let (level, stderr) = match log {
+            Some(_) => ("info", Stdio::piped()),
+            None => ("warn", Stdio::inherit()),
+        };
+        let mut child = cmd
             .args(["serve", "--data-dir"])
             .arg(dir)
             .args(["--listen", listen])
             .args(extra)
             .env(
                 "RUST_LOG",
-                std::env::var("PODWARN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("PODWARN_TEST_LOG").unwrap_or_else(|_| level.into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn podwarn-collector");
-        let url = wait_for_line(&mut child, "podwarn-collector listening on ");
+        if let (Some(log), Some(stderr)) = (log, child.stderr.take()) {
+            let mut file = append(log);
+            std::thread::spawn(move || {
+                use std::io::Write;
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = writeln!(file, "{line}");
+                }
+            });
+        }
+        let url = match log {
+            Some(log) => wait_for_line_logged(&mut child, "podwarn-collector listening on ", append(log)),
+            None => wait_for_line(&mut child, "podwarn-collector listening on "),
+        };
         let admin_token = std::fs::read_to_string(dir.join("admin.token"))
             .expect("admin token")
             .trim()

@@ -51,7 +51,7 @@
 //!
 //! | Route | Body | Effect |
 //! |---|---|---|
-//! | `GET /_sim/stats` | | resourceVersion, warning occurrences, stored events, scenario progress |
+//! | `GET /_sim/stats` | | resourceVersion, warning occurrences, stored events, scenario progress, [`FaultCounts`] |
 //! | `POST /_sim/workloads` | [`Workload`] JSON (`kind`: deployment, statefulset, daemonset, job, cronjob, pod) | creates it; returns the [`PodRef`]s |
 //! | `GET /_sim/pods` | | every [`PodRef`] |
 //! | `POST /_sim/events` | `{namespace, pod, warning, reason, message, container?, component?, series?}` | emits (or repeats) a Pod event; returns [`EventRef`] |
@@ -77,12 +77,19 @@
 //! | `POST /_sim/faults/clear` | | every fault off |
 //! | `POST /_sim/scenario` | `{name, seed?, rate?}` | starts a [`Scenario`] |
 //! | `DELETE /_sim/scenario` | | stops it |
+//!
+//! # Beyond the simulator
+//!
+//! [`harness`] runs the real binaries, [`pipeline`] wires simulator, collector and agent
+//! together, and [`proxy`] sits between agent and collector to black-hole, reset or slow
+//! the network on demand (the fault matrix, `tests/faults.rs`).
 
 pub mod harness;
 pub mod pipeline;
+pub mod proxy;
 mod sim;
 
 pub use sim::{
-    ClusterHandle, ContainerSpec, Denial, EmittedRecord, EventRef, FaultHandle, InClusterEnv, Pacer, PodEvent, PodRef,
-    Scenario, ScenarioStats, SimConfig, SimError, Simulator, Termination, Workload, WorkloadKind,
+    ClusterHandle, ContainerSpec, Denial, EmittedRecord, EventRef, FaultCounts, FaultHandle, InClusterEnv, Pacer,
+    PodEvent, PodRef, Scenario, ScenarioStats, SimConfig, SimError, Simulator, Termination, Workload, WorkloadKind,
 };

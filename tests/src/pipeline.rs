@@ -29,6 +29,9 @@ pub struct Pipeline {
     pub cert_dir: PathBuf,
     /// See the type docs.
     pub collector_addr: String,
+    /// When set, the collector and the agents append their output to files here
+    /// (`collector.log`, `agent.log`, `agent-NAME.log`) instead of the test's stderr.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Pipeline {
@@ -42,6 +45,18 @@ impl Pipeline {
     /// Starts the simulator and the collector; agents come with [`Pipeline::start_agent`]
     /// or [`Pipeline::spawn_agent`].
     pub async fn without_agent() -> Pipeline {
+        Self::launch(None).await
+    }
+
+    /// Like [`Pipeline::without_agent`], with every process logging to a file in
+    /// `log_dir` (created if missing) at `info` level: for suites that run several
+    /// pipelines at once, or keep the logs of a failure (the pipeline's temporary
+    /// directory goes away with it).
+    pub async fn without_agent_logged(log_dir: PathBuf) -> Pipeline {
+        Self::launch(Some(log_dir)).await
+    }
+
+    async fn launch(log_dir: Option<PathBuf>) -> Pipeline {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let sim = Simulator::start(
             SimConfig::default(),
@@ -52,11 +67,15 @@ impl Pipeline {
         let tmp = tempfile::tempdir().expect("temp dir");
         let kubeconfig = tmp.path().join("kubeconfig");
         sim.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-        let collector = Collector::start(
-            &harness::binary("podwarn-collector"),
-            &tmp.path().join("collector"),
-            &[],
-        );
+        if let Some(dir) = &log_dir {
+            std::fs::create_dir_all(dir).expect("log dir");
+        }
+        let binary = harness::binary("podwarn-collector");
+        let data = tmp.path().join("collector");
+        let collector = match &log_dir {
+            Some(dir) => Collector::start_on_logged(&binary, &data, "127.0.0.1:0", &[], &dir.join("collector.log")),
+            None => Collector::start(&binary, &data, &[]),
+        };
         let cert_dir = collector.issue_cert("sim");
         let collector_addr = collector.addr();
         Pipeline {
@@ -67,6 +86,20 @@ impl Pipeline {
             kubeconfig,
             cert_dir,
             collector_addr,
+            log_dir,
+        }
+    }
+
+    /// Where the process `name` (`collector`, `agent`, `agent-NAME`) logs, when logged.
+    pub fn log_path(&self, name: &str) -> Option<PathBuf> {
+        self.log_dir.as_ref().map(|d| d.join(format!("{name}.log")))
+    }
+
+    fn agent_with(&self, args: &[String], log: &str) -> Agent {
+        let binary = harness::binary("podwarn-agent");
+        match self.log_path(log) {
+            Some(log) => Agent::start_logged(&binary, args, &[], &log),
+            None => Agent::start(&binary, args, &[]),
         }
     }
 
@@ -95,18 +128,17 @@ impl Pipeline {
     /// (Re)starts the main agent.
     pub fn start_agent(&mut self, extra: &[&str]) {
         let args = self.agent_args(extra);
-        self.agent = Some(Agent::start(&harness::binary("podwarn-agent"), &args, &[]));
+        self.agent = Some(self.agent_with(&args, "agent"));
     }
 
     /// Starts the collector again on the same address and data.
     pub fn restart_collector(&mut self) {
         let dir = self.tmp.path().join("collector");
-        self.collector = Some(Collector::start_on(
-            &harness::binary("podwarn-collector"),
-            &dir,
-            &self.collector_addr,
-            &[],
-        ));
+        let binary = harness::binary("podwarn-collector");
+        self.collector = Some(match self.log_path("collector") {
+            Some(log) => Collector::start_on_logged(&binary, &dir, &self.collector_addr, &[], &log),
+            None => Collector::start_on(&binary, &dir, &self.collector_addr, &[]),
+        });
     }
 
     /// The collector's query API.
@@ -170,7 +202,7 @@ impl Pipeline {
         let mut args = self.agent_args(extra);
         replace_arg(&mut args, "--cert-dir", &cert_dir);
         replace_arg(&mut args, "--spool-dir", &self.tmp.path().join(format!("spool-{name}")));
-        Agent::start(&harness::binary("podwarn-agent"), &args, &[])
+        self.agent_with(&args, &format!("agent-{name}"))
     }
 }
 

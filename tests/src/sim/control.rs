@@ -101,6 +101,7 @@ async fn stats(State(sh): Sh) -> Reply {
         "storedEvents": c.stored_events(),
         "pods": c.kind_count(Kind::Pod),
         "scenario": c.scenario_stats(),
+        "faults": FaultHandle(sh.clone()).counts(),
     }))
 }
 

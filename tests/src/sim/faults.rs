@@ -1,7 +1,8 @@
 //! Fault switches: dropped and stalled watches, injected 5xx/429, forced 410, the silent
 //! stale watch of kubernetes/kubernetes#104171, slow responses and RBAC denials.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,18 @@ struct Failure {
     retry_after: Option<u64>,
 }
 
+/// How often faults (and the 410s they lead to) were actually served, so a test can
+/// prove its fault reached the client rather than assume it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    /// Watch requests answered (every re-watch after a drop, a reset or a 410 counts).
+    pub watches: u64,
+    /// Watches answered with a 410 `Expired` ERROR event, at their start or mid-stream.
+    pub watch_gone: u64,
+    /// API requests answered with an injected failure, by HTTP status.
+    pub injected: BTreeMap<u16, u64>,
+}
+
 /// `None`: flowing; `Some(None)`: stalled until cleared; `Some(Some(t))`: stalled until t.
 type Stall = Option<Option<Instant>>;
 
@@ -39,6 +52,9 @@ pub(crate) struct Faults {
     silent_stale: AtomicBool,
     slow: Mutex<Duration>,
     denials: Mutex<Vec<Denial>>,
+    watches: AtomicU64,
+    watch_gone: AtomicU64,
+    injected: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl Default for Faults {
@@ -51,6 +67,9 @@ impl Default for Faults {
             silent_stale: AtomicBool::new(false),
             slow: Mutex::new(Duration::ZERO),
             denials: Mutex::new(Vec::new()),
+            watches: AtomicU64::new(0),
+            watch_gone: AtomicU64::new(0),
+            injected: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -106,11 +125,25 @@ impl Faults {
         }
     }
 
-    /// The injected failure in force now, as (status, Retry-After seconds).
+    /// A watch request is being answered.
+    pub(crate) fn count_watch(&self) {
+        self.watches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A watch is being answered with a 410 ERROR event.
+    pub(crate) fn count_watch_gone(&self) {
+        self.watch_gone.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The injected failure in force now, as (status, Retry-After seconds); counted as
+    /// served, since every caller answers with it.
     pub(crate) fn current_failure(&self) -> Option<(u16, Option<u64>)> {
         let mut f = lock(&self.failure);
         match *f {
-            Some(x) if x.until > Instant::now() => Some((x.status, x.retry_after)),
+            Some(x) if x.until > Instant::now() => {
+                *lock(&self.injected).entry(x.status).or_default() += 1;
+                Some((x.status, x.retry_after))
+            }
             Some(_) => {
                 *f = None;
                 None
@@ -220,6 +253,16 @@ impl FaultHandle {
     /// Removes one denial.
     pub fn allow(&self, verb: &str, resource: &str) {
         lock(&self.faults().denials).retain(|d| !(d.verb == verb && d.resource == resource));
+    }
+
+    /// How often faults were served so far.
+    pub fn counts(&self) -> FaultCounts {
+        let f = self.faults();
+        FaultCounts {
+            watches: f.watches.load(Ordering::Relaxed),
+            watch_gone: f.watch_gone.load(Ordering::Relaxed),
+            injected: lock(&f.injected).clone(),
+        }
     }
 
     /// Turns every fault off.

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 
 pub use cluster::{ClusterHandle, PodEvent, SimError};
 pub use events::EventRef;
-pub use faults::{Denial, FaultHandle};
+pub use faults::{Denial, FaultCounts, FaultHandle};
 pub use kubeconfig::InClusterEnv;
 pub use pods::{PodRef, Termination};
 pub use record::EmittedRecord;

@@ -104,6 +104,7 @@ pub(crate) fn serve(
     opts: Opts,
 ) -> Result<Response, ApiError> {
     let requested = opts.rv_number()?;
+    sh.faults.count_watch();
     let framer = Framer {
         info,
         table: opts.table,
@@ -196,6 +197,7 @@ async fn run(
     }
     let mut last_rv = match start {
         Start::Gone(frame) => {
+            sh.faults.count_watch_gone();
             let _ = tx.send(frame).await;
             return;
         }
@@ -237,6 +239,7 @@ async fn run(
         let changes = match pulled {
             Ok(c) => c,
             Err(StoreError::Expired(floor)) => {
+                sh.faults.count_watch_gone();
                 let _ = tx.send(framer.error(&ApiError::too_old(last_rv, floor))).await;
                 break;
             }
