@@ -1,0 +1,122 @@
+//! The store alone: durable ingest of decoded batches straight into
+//! `Store::ingest`, without TLS, HTTP or JSON, so the collector benchmark's
+//! figure can be split into what the store costs and what the rest costs.
+//!
+//! `cargo bench -p podwarn-collector --bench store` (events: `PODWARN_BENCH_EVENTS`,
+//! default 1 000 000). Prints its figures; the collector benchmark publishes.
+
+use podwarn_collector::store::Store;
+use podwarn_collector::store::schema::AgentRecord;
+use podwarn_collector::tls::AgentIdentity;
+use podwarn_shared::wire::{IngestBatch, WarningEvent};
+use std::time::Instant;
+
+const BATCH: u64 = 1000;
+const SENDERS: u64 = 8;
+
+fn batch(from: u64, base_ts: i64) -> IngestBatch {
+    let events = (from..from + BATCH)
+        .map(|n| {
+            let v = collector_bench_event(n, base_ts);
+            serde_json::from_value::<WarningEvent>(v).expect("a valid event")
+        })
+        .collect();
+    IngestBatch { agent: None, events }
+}
+
+fn collector_bench_event(n: u64, base_ts: i64) -> serde_json::Value {
+    let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let w = (x >> 8) % 400;
+    let wl = format!("svc-{w}");
+    let tail = xxhash_rust::xxh3::xxh3_64(format!("{wl}/{}/{}", n / 100_000, (x >> 20) % 3).as_bytes());
+    let pod = format!("{wl}-{:x}-{:05x}", tail % 0xf_ffff_ffff, tail % 0xf_ffff);
+    let ts = jiff::Timestamp::from_second(base_ts + (n / 50) as i64)
+        .unwrap()
+        .to_string();
+    serde_json::json!({
+        "uid": format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", x >> 32, (x >> 16) & 0xffff, x & 0xfff, (x >> 4) & 0xfff, n),
+        "namespace": format!("team-{}", w % 40), "pod": pod, "pod_uid": format!("{tail:032x}"),
+        "node": format!("ip-10-0-{}-{}.ec2.internal", tail % 5, (tail >> 8) % 10),
+        "workload": {"kind": "Deployment", "name": wl}, "container": "app",
+        "reason": "BackOff", "message": format!("Back-off restarting failed container app in pod {pod}_team-{}({tail:x})", w % 40),
+        "incident_type": "CrashLoopBackOff", "severity": "high",
+        "count": 1, "first_seen": ts, "last_seen": ts, "source": "kubelet", "logs": null
+    })
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        / 100.0
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("store: bench");
+        return;
+    }
+    let total: u64 = std::env::var("PODWARN_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    store
+        .register_agent(AgentRecord {
+            agent_id: "a".into(),
+            cluster: "bench".into(),
+            tenant: "default".into(),
+            created_us: 0,
+            cert_serial: "01".into(),
+            cert_not_after_us: i64::MAX,
+            revoked_us: None,
+            last_seen_us: None,
+            version: None,
+            dropped_total: 0,
+        })
+        .await
+        .unwrap();
+    let identity = AgentIdentity {
+        tenant: "default".into(),
+        cluster: "bench".into(),
+        agent_id: "a".into(),
+    };
+    let base_ts = 1_790_000_000;
+    let mut next = 0;
+    while next < total {
+        let round = (total - next).min(100_000);
+        let batches: Vec<IngestBatch> = (next..next + round)
+            .step_by(BATCH as usize)
+            .map(|f| batch(f, base_ts))
+            .collect();
+        let cpu = cpu_seconds();
+        let started = Instant::now();
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(batches));
+        let mut tasks = Vec::new();
+        for _ in 0..SENDERS {
+            let (queue, store, identity) = (queue.clone(), store.clone(), identity.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let Some(b) = queue.lock().unwrap().pop() else { return };
+                    store.ingest(identity.clone(), b).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        next += round;
+        let size = std::fs::metadata(dir.path().join("s.redb")).unwrap().len();
+        println!(
+            "store ingest at {next}: {:.0} events/s, {:.4} CPU-s per 1000 events, {} bytes/event",
+            round as f64 / secs,
+            (cpu_seconds() - cpu) * 1000.0 / round as f64,
+            size / next
+        );
+    }
+}
