@@ -173,10 +173,14 @@ fn in_cluster(dir: &Path) -> Result<kube::Config, AccessError> {
 }
 
 /// A token bucket: at most `qps` requests a second on average, `burst` at once.
+///
+/// Callers reserve their turn (the bucket may go negative), so waiters are
+/// served in order and each sleeps once, for exactly its own wait.
 #[derive(Debug)]
 pub struct RateLimiter {
     qps: f64,
     burst: f64,
+    /// Tokens (negative: reserved ahead) as of the instant.
     state: Mutex<(f64, Instant)>,
 }
 
@@ -192,22 +196,41 @@ impl RateLimiter {
         }
     }
 
+    /// Reserves a turn if it comes within `max_wait`; returns the wait.
+    fn reserve(&self, max_wait: Option<Duration>) -> Option<Duration> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let (tokens, last) = *state;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.qps).min(self.burst);
+        let wait = Duration::from_secs_f64((1.0 - tokens).max(0.0) / self.qps);
+        if max_wait.is_some_and(|max| wait > max) {
+            *state = (tokens, now);
+            return None;
+        }
+        *state = (tokens - 1.0, now);
+        Some(wait)
+    }
+
     /// Waits until a request may go.
     pub async fn acquire(&self) {
-        loop {
-            let wait = {
-                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                let (tokens, last) = *state;
-                let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.qps).min(self.burst);
-                if tokens >= 1.0 {
-                    *state = (tokens - 1.0, now);
-                    return;
-                }
-                *state = (tokens, now);
-                Duration::from_secs_f64((1.0 - tokens) / self.qps)
-            };
+        if let Some(wait) = self.reserve(None)
+            && !wait.is_zero()
+        {
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Waits until a request may go if that is within `max_wait`, and returns
+    /// true; returns false at once (taking no turn) when it would be later.
+    pub async fn acquire_within(&self, max_wait: Duration) -> bool {
+        match self.reserve(Some(max_wait)) {
+            Some(wait) => {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                true
+            }
+            None => false,
         }
     }
 }
@@ -232,6 +255,22 @@ mod tests {
             paced >= Duration::from_millis(900) && paced <= Duration::from_millis(1100),
             "{paced:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_wait_gives_up_at_once_without_taking_a_turn() {
+        let limiter = RateLimiter::new(10.0, 2);
+        assert!(limiter.acquire_within(Duration::ZERO).await);
+        assert!(limiter.acquire_within(Duration::ZERO).await);
+        // Empty: the next turn is 100 ms away.
+        let start = tokio::time::Instant::now();
+        assert!(!limiter.acquire_within(Duration::from_millis(50)).await);
+        assert!(start.elapsed().is_zero(), "a refusal does not wait");
+        assert!(limiter.acquire_within(Duration::from_millis(150)).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(100), "the refusal took no turn");
+        // Two reserved ahead: the second waits behind the first.
+        let ((), b) = tokio::join!(limiter.acquire(), limiter.acquire_within(Duration::from_millis(150)));
+        assert!(!b, "the second turn is 200 ms away");
     }
 
     #[tokio::test]

@@ -6,9 +6,10 @@
 //! everything else is here so tests can drive it.
 //!
 //! The pipeline: watches (Events, Pod status) → bounded channel → enrichment
-//! (bounded concurrency) → bounded queue → shipper (batches, mTLS, spool).
-//! Every stage is bounded, so a slow collector pauses the watches instead of
-//! growing memory (invariant 6).
+//! (from the Pod index the Pod watch keeps; bounded concurrent lookups for
+//! the rest) → bounded queue → shipper (batches, mTLS, spool). Every stage is
+//! bounded, so a slow collector pauses the watches instead of growing memory
+//! (invariant 6).
 
 pub mod access;
 pub mod check;
@@ -16,15 +17,17 @@ pub mod config;
 pub mod enrich;
 pub mod enroll;
 pub mod lease;
+pub mod logs;
 pub mod ops;
+pub mod pods;
 pub mod podstatus;
+pub mod resources;
 pub mod ship;
 pub mod spool;
 pub mod watch;
 
 use config::{Mode, RunArgs};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use resources::{EventObject, PodObject};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,8 +39,6 @@ use tokio_util::sync::CancellationToken;
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Pod lookups and log reads in flight at once.
-const ENRICH_CONCURRENCY: usize = 16;
 /// Distinct event uids remembered to skip re-shipping after a relist.
 const SEEN_CAPACITY: usize = 200_000;
 
@@ -169,9 +170,12 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         excluded: args.scope.exclude_namespaces.iter().cloned().collect::<HashSet<_>>(),
     });
     let limiter = Arc::new(access::RateLimiter::new(args.access.api_qps, args.access.api_burst));
+    let pod_apis = scope.apis::<PodObject>(&access.client);
+    let index = Arc::new(pods::PodIndex::new(pod_apis.len()));
     let enricher = enrich::Enricher::new(
         access.client.clone(),
         limiter,
+        index.clone(),
         enrich::EnrichConfig {
             log_lines: if args.no_logs { 0 } else { args.log_lines },
             log_max_bytes: args.log_max_bytes,
@@ -193,28 +197,22 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         readiness: readiness.clone(),
     };
     let mut watches = tokio::task::JoinSet::new();
-    for (label, api) in scope.apis::<Event>(&access.client) {
+    for (label, api) in scope.apis::<EventObject>(&access.client) {
         watches.spawn(watch::watch_events(api, label, ctx.clone()));
     }
-    for (_, api) in scope.apis::<Pod>(&access.client) {
-        watches.spawn(podstatus::watch_pods(api, node.clone(), enricher.clone(), ctx.clone()));
+    for (label, api) in pod_apis {
+        let namespace = (label != "*").then_some(label);
+        watches.spawn(podstatus::watch_pods(
+            api,
+            namespace,
+            node.clone(),
+            index.clone(),
+            ctx.clone(),
+        ));
     }
     drop(ctx);
     drop(raw_tx);
-    let enrich_task = tokio::spawn(async move {
-        tokio_stream::wrappers::ReceiverStream::new(raw_rx)
-            .for_each_concurrent(ENRICH_CONCURRENCY, |candidate| {
-                let enricher = enricher.clone();
-                let events_tx = events_tx.clone();
-                async move {
-                    if let Some(event) = enricher.enrich(candidate).await {
-                        // Closed only when the shipper is gone, i.e. shutting down.
-                        let _ = events_tx.send(event).await;
-                    }
-                }
-            })
-            .await;
-    });
+    let enrich_task = tokio::spawn(enrich::run(enricher, raw_rx, events_tx));
     let ship_token = CancellationToken::new();
     let mut ship_task = tokio::spawn(shipper.run(events_rx, ship_token.clone(), readiness.clone()));
 

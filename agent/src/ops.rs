@@ -29,6 +29,13 @@ pub struct PermissionLabel {
     pub permission: &'static str,
 }
 
+/// Label naming a kind of Kubernetes API request made for enrichment.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    /// `get pod`, `get replicaset` or `get pods/log`.
+    pub request: &'static str,
+}
+
 /// Every metric the agent exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -36,6 +43,9 @@ pub struct Metrics {
     pub events_seen: Counter,
     /// Events acknowledged by the collector.
     pub events_shipped: Counter,
+    /// Events folded into a newer copy of the same warning (higher count)
+    /// in the same batch: the collector stores the same from the one copy.
+    pub events_coalesced: Counter,
     /// Events written to the disk spool.
     pub events_spooled: Counter,
     /// Events dropped because the spool was full (oldest first).
@@ -54,6 +64,14 @@ pub struct Metrics {
     pub permission_missing: Family<PermissionLabel, Counter>,
     /// Kubernetes API lookups for enrichment that failed.
     pub enrich_failures: Counter,
+    /// Kubernetes API requests made for enrichment, by request.
+    pub api_requests: Family<RequestLabel, Counter>,
+    /// Enrichment lookups given up because the API rate limit would have
+    /// held the warning too long (the warning is shipped without them).
+    pub lookups_skipped: Family<RequestLabel, Counter>,
+    /// Crash warnings shipped without log lines because the API rate limit
+    /// would have held them too long.
+    pub logs_skipped: Counter,
     /// 1 while this agent leads (or ships without an election), else 0.
     pub leader: Gauge,
     registry: Registry,
@@ -64,6 +82,7 @@ impl Metrics {
         let m = Self {
             events_seen: Counter::default(),
             events_shipped: Counter::default(),
+            events_coalesced: Counter::default(),
             events_spooled: Counter::default(),
             events_dropped: Counter::default(),
             events_rejected: Counter::default(),
@@ -73,6 +92,9 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             permission_missing: Family::default(),
             enrich_failures: Counter::default(),
+            api_requests: Family::default(),
+            lookups_skipped: Family::default(),
+            logs_skipped: Counter::default(),
             leader: Gauge::default(),
             registry: Registry::with_prefix("podwarn_agent"),
         };
@@ -86,6 +108,11 @@ impl Metrics {
             "events_shipped",
             "Events acknowledged by the collector",
             m.events_shipped.clone(),
+        );
+        registry.register(
+            "events_coalesced",
+            "Events folded into a newer copy of the same warning in the same batch",
+            m.events_coalesced.clone(),
         );
         registry.register(
             "events_spooled",
@@ -123,6 +150,21 @@ impl Metrics {
             "enrich_failures",
             "Failed enrichment lookups",
             m.enrich_failures.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Kubernetes API requests made for enrichment",
+            m.api_requests.clone(),
+        );
+        registry.register(
+            "lookups_skipped",
+            "Enrichment lookups given up under the API rate limit",
+            m.lookups_skipped.clone(),
+        );
+        registry.register(
+            "logs_skipped",
+            "Crash warnings shipped without log lines under the API rate limit",
+            m.logs_skipped.clone(),
         );
         registry.register(
             "leader",

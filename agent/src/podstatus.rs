@@ -4,15 +4,19 @@
 //! termination into a warning of its own, with an id stable across relists
 //! and agent restarts, so the collector's dedup applies.
 //!
-//! Per-pod state is a handful of hashes; no Pod object is cached.
+//! The same watch keeps the agent's Pod index ([`crate::pods`]) current:
+//! every Pod it lists, adds, modifies or deletes is recorded there, and
+//! enrichment reads it instead of asking the API server.
 
-use crate::enrich::{Candidate, Enricher};
+use crate::enrich::Candidate;
 use crate::ops::{WatchLabel, metrics};
-use crate::watch::{WatchContext, supervise};
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use crate::pods::PodIndex;
+use crate::resources::{ContainerStatus, PodObject, Terminated};
+use crate::watch::{Change, WatchContext, supervise};
 use kube::Api;
 use kube::runtime::watcher;
 use podwarn_shared::{IncidentType, Severity, WarningEvent};
+use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The component name pod-status warnings carry in `source`.
@@ -27,18 +31,12 @@ fn is_warning(reason: Option<&str>, exit_code: i32) -> bool {
 /// restarted container, and the current termination of containers that
 /// stopped for good, when they were OOM kills or non-zero exits. Each comes
 /// with its (reason, exit code).
-pub fn terminations(pod: &Pod) -> Vec<(WarningEvent, (String, i32))> {
-    let Some(status) = &pod.status else { return Vec::new() };
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
-    let statuses = status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten());
+pub fn terminations(pod: &PodObject) -> Vec<(WarningEvent, (String, i32))> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let pod_uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let mut out = Vec::new();
-    for s in statuses {
+    for s in &pod.containers {
         let previous = s.last_state.as_ref().and_then(|l| l.terminated.as_ref());
         let current = s.state.as_ref().and_then(|st| st.terminated.as_ref());
         for (terminated, restarted) in [(previous, true), (current, false)] {
@@ -46,7 +44,7 @@ pub fn terminations(pod: &Pod) -> Vec<(WarningEvent, (String, i32))> {
             if !is_warning(t.reason.as_deref(), t.exit_code) {
                 continue;
             }
-            let w = warning(&namespace, &name, &pod_uid, s, t, restarted);
+            let w = warning(namespace, name, pod_uid, s, t, restarted);
             let termination = (w.reason.clone(), t.exit_code);
             out.push((w, termination));
         }
@@ -59,7 +57,7 @@ fn warning(
     pod: &str,
     pod_uid: &str,
     s: &ContainerStatus,
-    t: &k8s_openapi::api::core::v1::ContainerStateTerminated,
+    t: &Terminated,
     restarted: bool,
 ) -> WarningEvent {
     // One container instance terminates once: its container id names it. Without one
@@ -117,36 +115,60 @@ fn warning(
     }
 }
 
-/// Runs one Pod watch, handing each termination warning to `ctx.out` (with
-/// the Pod's facts already known, so enrichment needs no lookup). In
-/// DaemonSet mode `node` restricts the watch server-side to this node.
-pub async fn watch_pods(api: Api<Pod>, node: Option<String>, enricher: Enricher, ctx: WatchContext) {
+/// Runs one Pod watch (one namespace, or all when `namespace` is `None`):
+/// records every Pod in `index`, and hands each termination warning to
+/// `ctx.out` with the Pod's facts already known, so enrichment needs no
+/// lookup. In DaemonSet mode `node` restricts the watch server-side to this
+/// node.
+pub async fn watch_pods(
+    api: Api<PodObject>,
+    namespace: Option<String>,
+    node: Option<String>,
+    index: Arc<PodIndex>,
+    ctx: WatchContext,
+) {
     let mut config = watcher::Config::default();
     if let Some(node) = &node {
         config = config.fields(&format!("spec.nodeName={node}"));
     }
-    supervise(api, config, WatchLabel { watch: "pods" }, "pods", &ctx, |pod: Pod| {
-        let (ctx, enricher) = (&ctx, &enricher);
+    let mut generation = 0;
+    let mut first_list = true;
+    supervise(api, config, WatchLabel { watch: "pods" }, "pods", &ctx, |change| {
+        let step = match change {
+            Change::Relist => {
+                generation = index.relist_started();
+                None
+            }
+            Change::Listed => {
+                index.relist_done(namespace.as_deref(), generation, first_list);
+                first_list = false;
+                None
+            }
+            Change::Deleted(pod) => {
+                index.delete(&pod);
+                None
+            }
+            Change::Applied(pod) => {
+                let in_scope = ctx.scope.covers(pod.metadata.namespace.as_deref().unwrap_or_default());
+                in_scope.then(|| {
+                    let info = index.apply(&pod, generation);
+                    let fresh: Vec<Candidate> = terminations(&pod)
+                        .into_iter()
+                        .filter(|(w, _)| ctx.seen.is_new(&w.uid, w.count))
+                        .map(|(event, termination)| Candidate {
+                            event,
+                            pod: Some(info.clone()),
+                            termination: Some(termination),
+                        })
+                        .collect();
+                    fresh
+                })
+            }
+        };
+        let ctx = &ctx;
         async move {
-            let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-            if !ctx.scope.covers(namespace) {
-                return true;
-            }
-            let fresh: Vec<(WarningEvent, (String, i32))> = terminations(&pod)
-                .into_iter()
-                .filter(|(w, _)| ctx.seen.is_new(&w.uid, w.count))
-                .collect();
-            if fresh.is_empty() {
-                return true;
-            }
-            let info = enricher.pod_info(&pod).await;
-            for (event, termination) in fresh {
+            for candidate in step.into_iter().flatten() {
                 metrics().events_seen.inc();
-                let candidate = Candidate {
-                    event,
-                    pod: Some(info.clone()),
-                    termination: Some(termination),
-                };
                 if ctx.out.send(candidate).await.is_err() {
                     return false;
                 }
@@ -161,7 +183,7 @@ pub async fn watch_pods(api: Api<Pod>, node: Option<String>, enricher: Enricher,
 mod tests {
     use super::*;
 
-    fn pod(statuses: serde_json::Value) -> Pod {
+    fn pod(statuses: serde_json::Value) -> PodObject {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "api-1", "namespace": "shop", "uid": "pod-uid-1"},
             "status": {"containerStatuses": statuses}

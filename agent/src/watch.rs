@@ -5,8 +5,8 @@
 
 use crate::enrich::Candidate;
 use crate::ops::{Readiness, WatchLabel, metrics};
+use crate::resources::EventObject;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use podwarn_shared::{IncidentType, Severity, WarningEvent};
@@ -96,7 +96,7 @@ impl Seen {
 /// Occurrences are `count` for legacy recorders and `series.count` for
 /// events.k8s.io recorders (the scheduler), whose legacy timestamps are empty:
 /// times then come from `eventTime` and `series.lastObservedTime`.
-pub fn candidate(ev: &Event) -> Option<Candidate> {
+pub fn candidate(ev: &EventObject) -> Option<Candidate> {
     if ev.type_.as_deref() != Some("Warning") || ev.involved_object.kind.as_deref() != Some("Pod") {
         return None;
     }
@@ -138,17 +138,12 @@ pub fn candidate(ev: &Event) -> Option<Candidate> {
         .max()
         .unwrap_or(first);
     let source = ev
-        .source
-        .as_ref()
-        .and_then(|s| s.component.clone())
+        .source_component
+        .clone()
         .filter(|c| !c.is_empty())
         .or_else(|| ev.reporting_component.clone().filter(|c| !c.is_empty()));
     // Kubelet events name the node they come from; enrichment may know better.
-    let node = ev
-        .source
-        .as_ref()
-        .and_then(|s| s.host.clone())
-        .filter(|h| !h.is_empty());
+    let node = ev.source_host.clone().filter(|h| !h.is_empty());
     Some(Candidate {
         event: WarningEvent {
             uid,
@@ -167,10 +162,7 @@ pub fn candidate(ev: &Event) -> Option<Candidate> {
             incident_type: IncidentType::Other,
             severity: Severity::Medium,
             count: u32::try_from(count).unwrap_or(1),
-            // As the API server has it: the collector keys dedup on it, so it
-            // must not move when the Event is updated (last_seen may lag it
-            // when clocks disagree; the collector never stores that inverted).
-            first_seen: first,
+            first_seen: first.min(last),
             last_seen: last.max(first),
             source,
             logs: None,
@@ -204,12 +196,25 @@ pub struct WatchContext {
     pub readiness: Arc<Readiness>,
 }
 
+/// What a watch hands to its handler.
+#[derive(Debug)]
+pub enum Change<K> {
+    /// A (re)list starts: the objects until [`Change::Listed`] are the whole collection.
+    Relist,
+    /// An object was listed, added or modified.
+    Applied(K),
+    /// The (re)list is complete.
+    Listed,
+    /// An object was deleted.
+    Deleted(K),
+}
+
 /// Drives kube-runtime watches of `api` with `config` until `ctx.shutdown`:
 /// a watch that ends is restarted, one silent for `ctx.stale_after` is
 /// restarted from a fresh list (kube-runtime consumes bookmarks itself, so
 /// silence is the only signal of kubernetes/kubernetes#104171), and readiness
-/// is set once a list completes. Each applied object goes to `handle`, which
-/// returns false to stop (its receiver is gone).
+/// is set once a list completes. Each change goes to `handle`, which returns
+/// false to stop (its receiver is gone).
 ///
 /// The relist is cheap: [`Seen`] keeps it from shipping anything again.
 pub async fn supervise<K, F, Fut>(
@@ -222,7 +227,7 @@ pub async fn supervise<K, F, Fut>(
 ) where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
-    F: FnMut(K) -> Fut,
+    F: FnMut(Change<K>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     loop {
@@ -233,7 +238,7 @@ pub async fn supervise<K, F, Fut>(
                 () = ctx.shutdown.cancelled() => return,
                 next = tokio::time::timeout(ctx.stale_after, stream.next()) => next,
             };
-            match next {
+            let change = match next {
                 Err(_) => {
                     metrics().stale_watches.get_or_create(&label).inc();
                     tracing::warn!(watch = what, silent_for = ?ctx.stale_after, "watch silent; relisting");
@@ -241,26 +246,35 @@ pub async fn supervise<K, F, Fut>(
                 }
                 Ok(None) => break,
                 // The watcher retries with backoff by itself; say why it is retrying.
-                Ok(Some(Err(e))) => tracing::warn!(watch = what, error = %e, "watch error; retrying"),
-                Ok(Some(Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)))) => {
-                    if !handle(object).await {
-                        return;
-                    }
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(watch = what, error = %e, "watch error; retrying");
+                    continue;
                 }
-                Ok(Some(Ok(watcher::Event::InitDone))) => ctx.readiness.watching.store(true, Ordering::Relaxed),
-                Ok(Some(Ok(watcher::Event::Init | watcher::Event::Delete(_)))) => {}
+                Ok(Some(Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)))) => {
+                    Change::Applied(object)
+                }
+                Ok(Some(Ok(watcher::Event::Init))) => Change::Relist,
+                Ok(Some(Ok(watcher::Event::InitDone))) => {
+                    ctx.readiness.watching.store(true, Ordering::Relaxed);
+                    Change::Listed
+                }
+                Ok(Some(Ok(watcher::Event::Delete(object)))) => Change::Deleted(object),
+            };
+            if !handle(change).await {
+                return;
             }
         }
     }
 }
 
 /// Runs one Event watch (one namespace, or `*` for all), handing each new Pod warning to `ctx.out`.
-pub async fn watch_events(api: Api<Event>, label: String, ctx: WatchContext) {
+pub async fn watch_events(api: Api<EventObject>, label: String, ctx: WatchContext) {
     let config = watcher::Config::default().fields(EVENT_FIELD_SELECTOR);
     let what = format!("events in {label}");
-    supervise(api, config, WatchLabel { watch: "events" }, &what, &ctx, |ev: Event| {
+    supervise(api, config, WatchLabel { watch: "events" }, &what, &ctx, |change| {
         let ctx = &ctx;
         async move {
+            let Change::Applied(ev) = change else { return true };
             let Some(c) = candidate(&ev) else { return true };
             if !ctx.scope.covers(&c.event.namespace) || !ctx.seen.is_new(&c.event.uid, c.event.count) {
                 return true;
@@ -276,7 +290,7 @@ pub async fn watch_events(api: Api<Event>, label: String, ctx: WatchContext) {
 mod tests {
     use super::*;
 
-    fn event(json: serde_json::Value) -> Event {
+    fn event(json: serde_json::Value) -> EventObject {
         serde_json::from_value(json).unwrap()
     }
 

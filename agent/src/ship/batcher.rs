@@ -1,16 +1,72 @@
 //! The batcher: cuts batches from the event channel by size or interval,
 //! and at shutdown hands everything left to the sender for the spool.
+//!
+//! A batch holds one copy per warning: when the same Event comes again
+//! before its batch is cut (a crash loop's BackOff with a higher `count`),
+//! the newer copy takes the older one's place. The collector applies a
+//! higher count as the difference over what it has, so the one copy with the
+//! highest count stores exactly what all of them would have; during a storm
+//! this cuts the bytes encoded, sent and committed several times over.
 
 use super::Shared;
 use super::batch::{self, Pending};
 use crate::ops::metrics;
 use podwarn_shared::WarningEvent;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The events of the batch being gathered, one per warning uid.
+#[derive(Debug, Default)]
+pub(super) struct Gathering {
+    events: Vec<WarningEvent>,
+    /// Hash of the uid → position in `events`.
+    slots: HashMap<u64, usize>,
+}
+
+impl Gathering {
+    /// Adds an event, or folds it into the copy of the same warning already here.
+    pub(super) fn push(&mut self, mut event: WarningEvent) {
+        let key = xxh3_64(event.uid.as_bytes());
+        if let Some(&i) = self.slots.get(&key) {
+            let held = &mut self.events[i];
+            // A hash collision between two uids is astronomically rare; then both stay.
+            if held.uid == event.uid {
+                metrics().events_coalesced.inc();
+                if event.count >= held.count {
+                    // Logs go with the first copy only (crate::logs): keep them.
+                    event.logs = event.logs.or_else(|| held.logs.take());
+                    *held = event;
+                } else if held.logs.is_none() {
+                    held.logs = event.logs;
+                }
+                return;
+            }
+        } else {
+            self.slots.insert(key, self.events.len());
+        }
+        self.events.push(event);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The events, in the order they first came; empties the gathering.
+    pub(super) fn take(&mut self) -> Vec<WarningEvent> {
+        self.slots.clear();
+        std::mem::take(&mut self.events)
+    }
+}
 
 /// Cuts batches of at most `max_events`, or `interval` after their first event.
 pub(super) struct Batcher<'a> {
@@ -22,7 +78,7 @@ pub(super) struct Batcher<'a> {
 
 impl Batcher<'_> {
     pub(super) async fn run(self, events: &mut mpsc::Receiver<WarningEvent>, shutdown: &CancellationToken) {
-        let mut pending: Vec<WarningEvent> = Vec::new();
+        let mut pending = Gathering::default();
         let mut started: Option<(Instant, SystemTime)> = None;
         let mut unsent: Option<Pending> = None;
         let mut open = true;
@@ -88,9 +144,9 @@ impl Batcher<'_> {
     }
 
     /// Encodes the accumulated events into a batch.
-    fn cut(&self, pending: &mut Vec<WarningEvent>, started: &mut Option<(Instant, SystemTime)>) -> Option<Pending> {
+    fn cut(&self, pending: &mut Gathering, started: &mut Option<(Instant, SystemTime)>) -> Option<Pending> {
         let (_, first_event_at) = started.take()?;
-        let events = std::mem::take(pending);
+        let events = pending.take();
         if events.is_empty() {
             return None;
         }

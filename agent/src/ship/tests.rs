@@ -130,6 +130,31 @@ fn expected(range: std::ops::Range<usize>) -> BTreeSet<String> {
     range.map(|i| event(i).uid).collect()
 }
 
+#[test]
+fn copies_of_one_warning_in_a_batch_become_the_highest_count_with_the_first_logs() {
+    let mut gathering = batcher::Gathering::default();
+    let copy = |count: u32, logs: Option<&str>| WarningEvent {
+        count,
+        logs: logs.map(str::to_owned),
+        ..event(1)
+    };
+    gathering.push(copy(1, Some("panic: boom\n")));
+    gathering.push(event(2));
+    gathering.push(copy(3, None));
+    // An older copy enriched late changes nothing.
+    gathering.push(copy(2, None));
+    assert_eq!(gathering.len(), 2);
+    let events = gathering.take();
+    assert!(gathering.is_empty());
+    assert_eq!(events[0].uid, "uid-00001", "first-come order is kept");
+    assert_eq!(events[0].count, 3);
+    assert_eq!(events[0].logs.as_deref(), Some("panic: boom\n"));
+    assert_eq!(events[1].uid, "uid-00002");
+    // The next batch starts afresh.
+    gathering.push(copy(4, None));
+    assert_eq!(gathering.take()[0].count, 4);
+}
+
 #[tokio::test]
 async fn events_arrive_exactly_as_sent() {
     let pki = Pki::new();
