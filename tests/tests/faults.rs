@@ -154,11 +154,7 @@ static MATRIX: [Entry; 9] = [
     Entry {
         name: "disk-full",
         run: |c| collector::disk_full(c).boxed(),
-        known_issue: Some(KnownIssue {
-            symptom: "Previous I/O error",
-            fix: "collector/src/store (writer): after a failed commit redb 4 answers PreviousIo until the database \
-                  is reopened; the writer must reopen it, then the collector recovers by itself when space returns",
-        }),
+        known_issue: None,
     },
     Entry {
         name: "collector-kill9",

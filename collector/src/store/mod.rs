@@ -85,7 +85,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A handle on the store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: Arc<redb::Database>,
+    db: Arc<DbSlot>,
     jobs: mpsc::Sender<writer::Job>,
     path: PathBuf,
     strings: Arc<compact::Resolver>,
@@ -93,6 +93,32 @@ pub struct Store {
 
 /// How many requests may wait for the writer before senders queue up.
 const WRITE_QUEUE: usize = 1024;
+
+/// The open database, shared by readers; empty while the writer reopens it
+/// after an I/O error (redb refuses every transaction after one until the
+/// file is reopened).
+type DbSlot = std::sync::RwLock<Option<Arc<redb::Database>>>;
+
+/// How to open the file, again if need be.
+pub(crate) struct Opener {
+    path: PathBuf,
+    cache_bytes: usize,
+}
+
+impl Opener {
+    fn open(&self) -> Result<redb::Database> {
+        redb::Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create(&self.path)
+            .map_err(|source| match source {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(self.path.clone()),
+                source => StoreError::Open {
+                    path: self.path.clone(),
+                    source,
+                },
+            })
+    }
+}
 /// Page cache of short-lived openers (CLI commands); `serve` sets its own.
 const DEFAULT_CACHE: usize = 64 << 20;
 
@@ -104,21 +130,16 @@ impl Store {
 
     /// Opens the store with at most `cache_bytes` of page cache.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self> {
-        let db = redb::Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|source| match source {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.into()),
-                source => StoreError::Open {
-                    path: path.into(),
-                    source,
-                },
-            })?;
-        let db = Arc::new(db);
+        let opener = Opener {
+            path: path.into(),
+            cache_bytes,
+        };
+        let db = Arc::new(opener.open()?);
+        let slot = Arc::new(std::sync::RwLock::new(Some(db.clone())));
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE);
-        writer::start(db.clone(), rx)?;
+        writer::start(db, rx, slot.clone(), opener)?;
         Ok(Self {
-            db,
+            db: slot,
             jobs,
             path: path.into(),
             strings: Arc::default(),
@@ -212,7 +233,12 @@ impl Store {
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let db = self.db.clone();
+        let db = self
+            .db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Storage("the store is reopening after an I/O error: retry shortly".into()))?;
         tokio::task::spawn_blocking(move || {
             use redb::ReadableDatabase;
             let txn = db.begin_read()?;

@@ -50,7 +50,22 @@ const MAX_GROUP: usize = 256;
 const RETENTION_BUDGET: usize = 4000;
 
 /// Prepares the tables and starts the writer thread.
-pub(super) fn start(db: Arc<redb::Database>, rx: mpsc::Receiver<Job>) -> Result<()> {
+pub(super) fn start(
+    db: Arc<redb::Database>,
+    rx: mpsc::Receiver<Job>,
+    slot: Arc<super::DbSlot>,
+    opener: super::Opener,
+) -> Result<()> {
+    let state = load_state(&db)?;
+    std::thread::Builder::new()
+        .name("podwarn-store-writer".into())
+        .spawn(move || run(db, rx, state, slot, opener))
+        .map_err(StoreError::storage)?;
+    Ok(())
+}
+
+/// Checks the schema (writing it into a new file) and reads the writer's state.
+fn load_state(db: &redb::Database) -> Result<State> {
     let state = {
         let txn = db.begin_write()?;
         let state = {
@@ -73,11 +88,7 @@ pub(super) fn start(db: Arc<redb::Database>, rx: mpsc::Receiver<Job>) -> Result<
         txn.commit()?;
         state
     };
-    std::thread::Builder::new()
-        .name("podwarn-store-writer".into())
-        .spawn(move || run(db, rx, state))
-        .map_err(StoreError::storage)?;
-    Ok(())
+    Ok(state)
 }
 
 /// What the writer keeps between transactions; restored from a snapshot when
@@ -248,7 +259,13 @@ impl Reply {
     }
 }
 
-fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Job>, mut state: State) {
+fn run(
+    mut db: Arc<redb::Database>,
+    mut rx: mpsc::Receiver<Job>,
+    mut state: State,
+    slot: Arc<super::DbSlot>,
+    opener: super::Opener,
+) {
     let mut interner = Interner::default();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
@@ -268,6 +285,81 @@ fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Job>, mut state: State) {
         }
         for reply in replies {
             reply.send(&commit);
+        }
+        if commit.is_err() && needs_reopen(&db) {
+            db = reopen(db, &slot, &opener, &mut rx);
+            match load_state(&db) {
+                Ok(fresh) => state = fresh,
+                Err(e) => tracing::error!(error = %e, "reading the reopened store failed; keeping the last state"),
+            }
+        }
+    }
+}
+
+/// Whether redb refuses new transactions after an I/O error (a full disk, a
+/// failed fsync): it then needs reopening.
+fn needs_reopen(db: &redb::Database) -> bool {
+    matches!(
+        db.begin_write(),
+        Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo))
+    )
+}
+
+/// Closes and reopens the file, refusing jobs meanwhile (503: nothing stored,
+/// the agents retry). Reads fail fast while the slot is empty; the file is
+/// closed once the last reader lets go of it.
+fn reopen(
+    db: Arc<redb::Database>,
+    slot: &super::DbSlot,
+    opener: &super::Opener,
+    rx: &mut mpsc::Receiver<Job>,
+) -> Arc<redb::Database> {
+    tracing::warn!("the store hit an I/O error (disk full?); reopening it");
+    *slot.write().unwrap_or_else(|e| e.into_inner()) = None;
+    let mut db = db;
+    loop {
+        match Arc::try_unwrap(db) {
+            Ok(inner) => {
+                drop(inner);
+                break;
+            }
+            Err(shared) => {
+                db = shared;
+                refuse_waiting(rx);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+    loop {
+        match opener.open() {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                if !needs_reopen(&fresh) {
+                    *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+                    tracing::info!("the store is open again");
+                    return fresh;
+                }
+                drop(fresh);
+            }
+            Err(e) => tracing::warn!(error = %e, "reopening the store failed; retrying in 1 s"),
+        }
+        for _ in 0..50 {
+            refuse_waiting(rx);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Answers every queued job with a storage error.
+fn refuse_waiting(rx: &mut mpsc::Receiver<Job>) {
+    fn refused<T>() -> Result<T> {
+        Err(StoreError::Storage("the store is reopening after an I/O error".into()))
+    }
+    while let Ok(job) = rx.try_recv() {
+        match job {
+            Job::Ingest { reply, .. } => drop(reply.send(refused())),
+            Job::Access { reply, .. } => drop(reply.send(refused())),
+            Job::Retention { reply, .. } => drop(reply.send(refused())),
         }
     }
 }
