@@ -53,10 +53,10 @@ pub(crate) async fn collector_outage(ctx: Ctx) {
     ctx.say(&format!("collector down for {}s at 100 warnings/s", outage.as_secs()));
     // Invariant 6: past the first quarter (buffers warmed up) the agent's memory stays
     // flat while the outage grows on disk.
-    ctx.hold("outage", outage / 4).await;
+    ctx.hold("outage, first quarter", outage / 4).await;
     let pid = agent(&p).child.id();
     let (rss_early, _) = harness::rss_bytes(pid);
-    ctx.hold("outage", outage - outage / 4).await;
+    ctx.hold("outage, the rest", outage - outage / 4).await;
     let a = agent(&p);
     let spooled = a.counter("podwarn_agent_events_spooled").await;
     let spool_bytes = a.counter("podwarn_agent_spool_bytes").await;
