@@ -372,6 +372,7 @@ fn commit_group(
 ) -> (Vec<Reply>, Result<()>) {
     let started = std::time::Instant::now();
     let mut replies = Vec::with_capacity(group.len());
+    let mut jobs = group.into_iter();
     let outcome = (|| -> Result<()> {
         let txn = db.begin_write()?;
         {
@@ -386,7 +387,7 @@ fn commit_group(
                 postings: Pending::default(),
             };
             let mut dirty_clusters = Vec::new();
-            for job in group {
+            for job in jobs.by_ref() {
                 match job {
                     Job::Ingest { identity, batch, reply } => {
                         let r = ingest(&mut t, state, &mut w, &identity, batch);
@@ -439,6 +440,16 @@ fn commit_group(
         txn.commit()?;
         Ok(())
     })();
+    // Jobs a failure left unattempted get the failure too (not a dropped reply,
+    // which their requester would take for a shutdown).
+    for job in jobs {
+        let not_attempted = || StoreError::Storage("not attempted".into());
+        replies.push(match job {
+            Job::Ingest { reply, .. } => Reply::Ingest(reply, Err(not_attempted())),
+            Job::Access { reply, .. } => Reply::Access(reply, Err(not_attempted())),
+            Job::Retention { reply, .. } => Reply::Retention(reply, Err(not_attempted())),
+        });
+    }
     crate::ops::metrics()
         .commit_seconds
         .observe(started.elapsed().as_secs_f64());
