@@ -552,7 +552,7 @@ mod tests {
             "count": 3, "firstTimestamp": "2026-11-22T10:00:00Z", "lastTimestamp": "2026-11-22T10:05:00Z"
         }))
         .unwrap();
-        crate::watch::candidate(&event).unwrap()
+        crate::watch::candidate(event).unwrap()
     }
 
     #[tokio::test]

@@ -14,9 +14,10 @@
 //! Logs are best effort where warnings are not: a fetch waits at most
 //! [`RATE_WAIT`] for the agent's API rate limit (`--api-qps`), else the
 //! warning goes on without log lines (counted in
-//! `podwarn_agent_logs_skipped_total`) and a later warning of the same
-//! instance tries again. A crash storm then degrades the attachments, not the
-//! delivery or the latency of the warnings themselves.
+//! `podwarn_agent_logs_skipped_total`), as do the instance's other warnings
+//! for [`SKIP_RETRY`], after which a later one tries again. A crash storm then
+//! degrades the attachments, not the delivery or the latency of the warnings
+//! themselves.
 
 use crate::access::RateLimiter;
 use crate::ops::{PermissionLabel, metrics};
@@ -34,6 +35,9 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 /// Longest a log fetch waits for the API rate limit before the warning goes without it.
 pub const RATE_WAIT: Duration = Duration::from_millis(250);
+/// How long warnings of an instance whose fetch the rate limit refused go
+/// without a log before one tries again.
+pub const SKIP_RETRY: Duration = Duration::from_secs(1);
 /// Container instances whose log is kept.
 const CAPACITY: usize = 256;
 /// How long a fetched log is kept.
@@ -42,8 +46,20 @@ const TTL: Duration = Duration::from_secs(600);
 /// memory starts over, which costs one more copy of each log.
 const ATTACHED_CAPACITY: usize = 65_536;
 
-/// (namespace, pod, container, restart count): one container instance.
-type Key = (String, String, String, i32);
+/// Hash of (namespace, pod, container, restart count): one container
+/// instance. Hashed so a lookup allocates nothing; a 64-bit collision among
+/// a few hundred instances is not a practical concern.
+type Key = u64;
+
+fn instance(parts: [&[u8]; 3], restarts: i32) -> u64 {
+    let mut hasher = Xxh3::new();
+    for part in parts {
+        hasher.update(part);
+        hasher.update(b"/");
+    }
+    hasher.update(&restarts.to_le_bytes());
+    hasher.digest()
+}
 
 /// A fetch's result: the text (None when empty or unavailable), or `Skipped`
 /// when the rate limit did not allow it (not cached: tried again later).
@@ -149,14 +165,24 @@ impl PreviousLogs {
         if self.off() {
             return Cached::Off;
         }
-        let key = (namespace.to_owned(), pod.to_owned(), container.to_owned(), restarts);
+        let key = instance([namespace.as_bytes(), pod.as_bytes(), container.as_bytes()], restarts);
         let slots = self.lock();
-        match slots.map.get(&key) {
-            Some((fetch, at)) if at.elapsed() < TTL => match fetch.peek() {
-                Some(Fetched::Text(text)) => Cached::Ready(text.clone()),
-                _ => Cached::Wait,
-            },
+        match slots.map.get(&key).map(|(fetch, at)| (fetch.peek(), at.elapsed())) {
+            Some((Some(Fetched::Text(text)), age)) if age < TTL => Cached::Ready(text.clone()),
+            Some((Some(Fetched::Skipped), age)) if age < SKIP_RETRY => {
+                metrics().logs_skipped.inc();
+                Cached::Ready(None)
+            }
             _ => Cached::Wait,
+        }
+    }
+
+    /// Whether a slot can still answer (a fetched log within its TTL, a
+    /// refusal within [`SKIP_RETRY`], or a fetch under way).
+    fn fresh(fetch: &Fetch, at: Instant) -> bool {
+        match fetch.peek() {
+            Some(Fetched::Skipped) => at.elapsed() < SKIP_RETRY,
+            _ => at.elapsed() < TTL,
         }
     }
 
@@ -165,15 +191,16 @@ impl PreviousLogs {
         if self.off() {
             return None;
         }
-        let key: Key = (namespace.to_owned(), pod.to_owned(), container.to_owned(), restarts);
+        let key = instance([namespace.as_bytes(), pod.as_bytes(), container.as_bytes()], restarts);
         let fetch = {
             let mut slots = self.lock();
             match slots.map.get(&key) {
-                Some((fetch, at)) if at.elapsed() < TTL => fetch.clone(),
+                Some((fetch, at)) if Self::fresh(fetch, *at) => fetch.clone(),
                 _ => {
-                    let fetch = self.clone().fetch(key.clone()).boxed().shared();
-                    if slots.map.insert(key.clone(), (fetch.clone(), Instant::now())).is_none() {
-                        slots.order.push_back(key.clone());
+                    let names = (namespace.to_owned(), pod.to_owned(), container.to_owned());
+                    let fetch = self.clone().fetch(names).boxed().shared();
+                    if slots.map.insert(key, (fetch.clone(), Instant::now())).is_none() {
+                        slots.order.push_back(key);
                     }
                     while slots.map.len() > CAPACITY {
                         let Some(oldest) = slots.order.pop_front() else { break };
@@ -186,24 +213,14 @@ impl PreviousLogs {
         match fetch.await {
             Fetched::Text(text) => text,
             Fetched::Skipped => {
-                // Forget the skipped attempt (unless a newer one replaced it) so a later warning tries again.
-                let mut slots = self.lock();
-                if slots
-                    .map
-                    .get(&key)
-                    .is_some_and(|(f, _)| matches!(f.peek(), Some(Fetched::Skipped)))
-                {
-                    slots.map.remove(&key);
-                    slots.order.retain(|k| k != &key);
-                }
+                metrics().logs_skipped.inc();
                 None
             }
         }
     }
 
-    async fn fetch(self: Arc<Self>, (namespace, pod, container, _): Key) -> Fetched {
+    async fn fetch(self: Arc<Self>, (namespace, pod, container): (String, String, String)) -> Fetched {
         if !self.limiter.acquire_within(RATE_WAIT).await {
-            metrics().logs_skipped.inc();
             return Fetched::Skipped;
         }
         metrics()

@@ -96,69 +96,67 @@ impl Seen {
 /// Occurrences are `count` for legacy recorders and `series.count` for
 /// events.k8s.io recorders (the scheduler), whose legacy timestamps are empty:
 /// times then come from `eventTime` and `series.lastObservedTime`.
-pub fn candidate(ev: &EventObject) -> Option<Candidate> {
+pub fn candidate(ev: EventObject) -> Option<Candidate> {
     if ev.type_.as_deref() != Some("Warning") || ev.involved_object.kind.as_deref() != Some("Pod") {
         return None;
     }
-    let uid = ev.metadata.uid.clone()?;
-    let namespace = ev
-        .involved_object
-        .namespace
-        .clone()
-        .or_else(|| ev.metadata.namespace.clone())?;
-    let pod = ev.involved_object.name.clone()?;
-    let count = ev
-        .series
+    // The object is consumed: its strings move into the warning, uncopied.
+    let EventObject {
+        metadata,
+        involved_object,
+        reason,
+        message,
+        count,
+        first_timestamp,
+        last_timestamp,
+        event_time,
+        series,
+        source_component,
+        source_host,
+        reporting_component,
+        ..
+    } = ev;
+    let uid = metadata.uid?;
+    let namespace = involved_object.namespace.or(metadata.namespace)?;
+    let pod = involved_object.name?;
+    let count = series
         .as_ref()
         .and_then(|s| s.count)
         .into_iter()
-        .chain(ev.count)
+        .chain(count)
         .max()
         .unwrap_or(1)
         .max(1);
-    let first = ev
-        .first_timestamp
+    let first = first_timestamp
         .as_ref()
         .map(|t| t.0)
-        .or_else(|| ev.event_time.as_ref().map(|t| t.0))
-        .or_else(|| ev.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| event_time.as_ref().map(|t| t.0))
+        .or_else(|| metadata.creation_timestamp.as_ref().map(|t| t.0))
         .unwrap_or_else(jiff::Timestamp::now);
-    let last = ev
-        .last_timestamp
+    let last = last_timestamp
         .as_ref()
         .map(|t| t.0)
         .into_iter()
-        .chain(
-            ev.series
-                .as_ref()
-                .and_then(|s| s.last_observed_time.as_ref())
-                .map(|t| t.0),
-        )
-        .chain(ev.event_time.as_ref().map(|t| t.0))
+        .chain(series.as_ref().and_then(|s| s.last_observed_time.as_ref()).map(|t| t.0))
+        .chain(event_time.as_ref().map(|t| t.0))
         .max()
         .unwrap_or(first);
-    let source = ev
-        .source_component
-        .clone()
+    let source = source_component
         .filter(|c| !c.is_empty())
-        .or_else(|| ev.reporting_component.clone().filter(|c| !c.is_empty()));
+        .or_else(|| reporting_component.filter(|c| !c.is_empty()));
     // Kubelet events name the node they come from; enrichment may know better.
-    let node = ev.source_host.clone().filter(|h| !h.is_empty());
+    let node = source_host.filter(|h| !h.is_empty());
     Some(Candidate {
         event: WarningEvent {
             uid,
             namespace,
             pod,
-            pod_uid: ev.involved_object.uid.clone(),
+            pod_uid: involved_object.uid,
             node,
             workload: None,
-            container: ev
-                .involved_object
-                .field_path
-                .as_deref()
-                .and_then(container_of_field_path),
-            reason: ev.reason.clone().unwrap_or_else(|| "Unknown".into()),
-            message: ev.message.clone().unwrap_or_default(),
+            container: involved_object.field_path.as_deref().and_then(container_of_field_path),
+            reason: reason.unwrap_or_else(|| "Unknown".into()),
+            message: message.unwrap_or_default(),
             incident_type: IncidentType::Other,
             severity: Severity::Medium,
             count: u32::try_from(count).unwrap_or(1),
@@ -275,7 +273,7 @@ pub async fn watch_events(api: Api<EventObject>, label: String, ctx: WatchContex
         let ctx = &ctx;
         async move {
             let Change::Applied(ev) = change else { return true };
-            let Some(c) = candidate(&ev) else { return true };
+            let Some(c) = candidate(ev) else { return true };
             if !ctx.scope.covers(&c.event.namespace) || !ctx.seen.is_new(&c.event.uid, c.event.count) {
                 return true;
             }
@@ -303,7 +301,7 @@ mod tests {
             "count": 7, "firstTimestamp": "2026-11-22T10:00:00Z", "lastTimestamp": "2026-11-22T10:05:00Z",
             "source": {"component": "kubelet", "host": "node-a"}
         }));
-        let c = candidate(&legacy).unwrap().event;
+        let c = candidate(legacy).unwrap().event;
         assert_eq!(
             (c.count, c.container.as_deref(), c.node.as_deref()),
             (7, Some("app"), Some("node-a"))
@@ -317,7 +315,7 @@ mod tests {
             "eventTime": "2026-11-22T10:00:00.000000Z", "reportingComponent": "default-scheduler",
             "series": {"count": 12, "lastObservedTime": "2026-11-22T10:30:00.000000Z"}
         }));
-        let c = candidate(&series).unwrap().event;
+        let c = candidate(series).unwrap().event;
         assert_eq!(c.count, 12);
         assert_eq!(c.first_seen.to_string(), "2026-11-22T10:00:00Z");
         assert_eq!(c.last_seen.to_string(), "2026-11-22T10:30:00Z");
@@ -326,11 +324,11 @@ mod tests {
         let normal = event(serde_json::json!({
             "metadata": {"uid": "u3"}, "involvedObject": {"kind": "Pod", "name": "x", "namespace": "n"}, "type": "Normal"
         }));
-        assert!(candidate(&normal).is_none());
+        assert!(candidate(normal).is_none());
         let node = event(serde_json::json!({
             "metadata": {"uid": "u4"}, "involvedObject": {"kind": "Node", "name": "n1"}, "type": "Warning"
         }));
-        assert!(candidate(&node).is_none());
+        assert!(candidate(node).is_none());
     }
 
     #[test]
