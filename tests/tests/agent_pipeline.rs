@@ -152,6 +152,45 @@ async fn invariant_3_a_watch_that_goes_silent_without_410_is_relisted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn warnings_are_enriched_from_the_pod_watch_without_a_pod_lookup_each() {
+    // The Pods exist before the agent starts, as in a running cluster.
+    let mut p = Pipeline::without_agent().await;
+    let pods = crashloop(&p, "shop", "api", 3);
+    p.start_agent(&[]);
+    for i in 0..30 {
+        warn(&p, &pods[i % 3], i);
+    }
+    p.assert_delivered_exactly().await;
+    for stored in p.admin().all_events("&namespace=shop").await {
+        let pod = pods
+            .iter()
+            .find(|pod| stored["pod"] == pod.name.as_str())
+            .expect("a known pod");
+        assert_eq!(stored["workload"]["kind"], "Deployment", "{stored}");
+        assert_eq!(stored["workload"]["name"], "api", "{stored}");
+        assert_eq!(stored["node"].as_str(), pod.node.as_deref(), "{stored}");
+        assert_eq!(stored["pod_uid"], pod.uid.as_str(), "{stored}");
+    }
+    // The Pod watch's index answered: no Pod was read, the ReplicaSet once.
+    let agent = p.agent.as_ref().unwrap();
+    let metrics = agent.metrics().await;
+    assert_eq!(
+        agent
+            .counter("podwarn_agent_api_requests_total{request=\"get pod\"}")
+            .await,
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        agent
+            .counter("podwarn_agent_api_requests_total{request=\"get replicaset\"}")
+            .await,
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn oom_kill_without_any_warning_event_is_stored_as_oomkilled() {
     let p = Pipeline::start(&[]).await;
     let pods = crashloop(&p, "shop", "api", 1);
