@@ -38,8 +38,8 @@ pub use crate::pods::ContainerInfo;
 /// Longest a Pod or ReplicaSet lookup waits for the API rate limit; beyond,
 /// the warning goes on without what it would have found.
 pub const LOOKUP_WAIT: Duration = Duration::from_secs(1);
-/// Longest a lookup waits for the Pod watches' first list at start-up (the
-/// index then answers without a request).
+/// Until this long after start-up, a lookup first waits for the Pod watches'
+/// first list (the index then answers without a request).
 const SYNC_WAIT: Duration = Duration::from_secs(30);
 /// Warnings waiting for a lookup at once, at most; beyond, [`run`] stops
 /// taking new ones (and the watches pause) until some complete.

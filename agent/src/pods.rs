@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Deleted Pods remembered, so their late warnings still get their workload and node.
 pub const TOMBSTONES: usize = 4096;
@@ -182,6 +183,7 @@ pub struct PodIndex {
     /// Watches that have not finished their first list yet.
     unlisted: AtomicUsize,
     synced: watch::Sender<bool>,
+    created: Instant,
 }
 
 impl PodIndex {
@@ -192,6 +194,7 @@ impl PodIndex {
             generation: AtomicU64::new(0),
             unlisted: AtomicUsize::new(watches),
             synced: watch::Sender::new(watches == 0),
+            created: Instant::now(),
         }
     }
 
@@ -275,10 +278,14 @@ impl PodIndex {
         *self.synced.borrow()
     }
 
-    /// Waits until every watch has listed once, at most `timeout`; returns whether it has.
-    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+    /// Waits until every watch has listed once, but not past `within` after
+    /// the index was made; returns whether it has. Once that moment is past
+    /// it returns at once: a Pod watch that cannot list (no permission, say)
+    /// costs each lookup nothing more.
+    pub async fn wait_synced(&self, within: Duration) -> bool {
         let mut synced = self.synced.subscribe();
-        tokio::time::timeout(timeout, synced.wait_for(|s| *s)).await.is_ok()
+        let deadline = self.created + within;
+        tokio::time::timeout_at(deadline, synced.wait_for(|s| *s)).await.is_ok()
     }
 
     /// The facts of a Pod (deleted ones included, for a while).
@@ -355,6 +362,23 @@ mod tests {
         let info = index.apply(&pod("shop", "api-1", "u2", 0), generation);
         assert_eq!(info.owner, Owner::ReplicaSet("api-7d9f8b6c5".into()));
         assert_eq!(index.get("shop", "nope"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_wait_for_the_first_list_only_until_the_deadline() {
+        let index = PodIndex::new(1);
+        let start = Instant::now();
+        assert!(!index.wait_synced(Duration::from_secs(30)).await, "never listed");
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+        assert!(!index.wait_synced(Duration::from_secs(30)).await);
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(30),
+            "the deadline passed: no second wait"
+        );
+        let generation = index.relist_started();
+        index.relist_done(None, generation, true);
+        assert!(index.wait_synced(Duration::from_secs(30)).await);
     }
 
     #[test]
