@@ -160,7 +160,10 @@ pub fn candidate(ev: EventObject) -> Option<Candidate> {
             incident_type: IncidentType::Other,
             severity: Severity::Medium,
             count: u32::try_from(count).unwrap_or(1),
-            first_seen: first.min(last),
+            // As the API server has it: the collector keys dedup on it, so it
+            // must not move when the Event is updated (last_seen may lag it
+            // when clocks disagree; the collector never stores that inverted).
+            first_seen: first,
             last_seen: last.max(first),
             source,
             logs: None,
