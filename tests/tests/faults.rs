@@ -142,6 +142,8 @@ struct KnownIssue {
     symptom: &'static str,
     /// What must change, and where.
     fix: &'static str,
+    /// Seen in some runs only: a pass is then no sign of a fix.
+    intermittent: bool,
 }
 
 /// The matrix, longest scenarios first (they overlap with the short ones).
@@ -169,7 +171,16 @@ static MATRIX: [Entry; 9] = [
     Entry {
         name: "network-blackhole-reset",
         run: |c| network::network_blackhole_then_reset(c).boxed(),
-        known_issue: None,
+        // Seen once in CI-like runs: one event stored with a count one above the
+        // simulator's record of what it emitted (stored 74, emitted 73), no
+        // event missing or doubled. Not yet known whether the simulator's
+        // record or the pipeline is off by one.
+        known_issue: Some(KnownIssue {
+            symptom: "with another count",
+            fix: "find whether tests/src/sim records the last count of an Event updated while the scenario \
+                  stops, or the agent/collector adds one under connection resets; then remove this mark",
+            intermittent: true,
+        }),
     },
     Entry {
         name: "api-5xx-429-bursts",
@@ -260,6 +271,7 @@ async fn fault_matrix_every_emitted_warning_is_stored_exactly_once() {
             };
             let verdict = match (outcome, &entry.known_issue) {
                 (Ok(()), None) => Verdict::Passed,
+                (Ok(()), Some(k)) if k.intermittent => Verdict::Passed,
                 (Ok(()), Some(_)) => Verdict::Fixed,
                 (Err(reason), Some(k)) if reason.contains(k.symptom) => Verdict::Known(reason),
                 (Err(reason), _) => Verdict::Failed(reason),
