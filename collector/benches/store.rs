@@ -9,6 +9,7 @@ use podwarn_collector::store::Store;
 use podwarn_collector::store::schema::AgentRecord;
 use podwarn_collector::tls::AgentIdentity;
 use podwarn_shared::wire::{IngestBatch, WarningEvent};
+use podwarn_testkit::harness;
 use std::time::Instant;
 
 const BATCH: u64 = 1000;
@@ -42,15 +43,6 @@ fn collector_bench_event(n: u64, base_ts: i64) -> serde_json::Value {
         "incident_type": "CrashLoopBackOff", "severity": "high",
         "count": 1, "first_seen": ts, "last_seen": ts, "source": "kubelet", "logs": null
     })
-}
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        / 100.0
 }
 
 #[tokio::main]
@@ -93,7 +85,7 @@ async fn main() {
             .step_by(BATCH as usize)
             .map(|f| batch(f, base_ts))
             .collect();
-        let cpu = cpu_seconds();
+        let cpu = harness::cpu_seconds(std::process::id());
         let started = Instant::now();
         let queue = std::sync::Arc::new(std::sync::Mutex::new(batches));
         let mut tasks = Vec::new();
@@ -115,7 +107,7 @@ async fn main() {
         println!(
             "store ingest at {next}: {:.0} events/s, {:.4} CPU-s per 1000 events, {} bytes/event",
             round as f64 / secs,
-            (cpu_seconds() - cpu) * 1000.0 / round as f64,
+            (harness::cpu_seconds(std::process::id()) - cpu) * 1000.0 / round as f64,
             size / next
         );
     }
