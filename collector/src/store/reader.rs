@@ -339,18 +339,13 @@ impl IdFilters {
             Some((kind, name)) => (kind.as_deref(), Some(name.as_str())),
             None => (None, None),
         };
-        let all = [
+        let (Ok(namespace), Ok(node), Ok(workload_kind), Ok(workload_name), Ok(reason)) = (
             id_filter(dictionary, q.namespace.as_deref())?,
             id_filter(dictionary, q.node.as_deref())?,
             id_filter(dictionary, kind)?,
             id_filter(dictionary, name)?,
             id_filter(dictionary, q.reason.as_deref())?,
-        ];
-        let Ok([namespace, node, workload_kind, workload_name, reason]) = all
-            .into_iter()
-            .collect::<std::result::Result<Vec<_>, ()>>()
-            .map(|v| <[Option<u32>; 5]>::try_from(v).unwrap_or_default())
-        else {
+        ) else {
             return Ok(None);
         };
         Ok(Some(Self {
