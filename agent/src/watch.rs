@@ -295,6 +295,27 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
+    /// `first_seen` is part of the collector's dedup key (invariant 4): it
+    /// must stay as the API server has it even when a skewed clock put
+    /// `lastTimestamp` before it, or an update would store a second record.
+    #[test]
+    fn first_seen_is_sent_as_the_api_server_has_it_even_after_last_seen() {
+        let skewed = |count: u32, last: &str| {
+            let ev = event(serde_json::json!({
+                "metadata": {"name": "a.2", "namespace": "shop", "uid": "u9"},
+                "involvedObject": {"kind": "Pod", "name": "api-1", "namespace": "shop"},
+                "reason": "BackOff", "message": "Back-off", "type": "Warning",
+                "count": count, "firstTimestamp": "2026-11-22T10:00:00Z", "lastTimestamp": last
+            }));
+            candidate(ev).unwrap().event
+        };
+        let before = skewed(1, "2026-11-22T09:59:58Z");
+        let after = skewed(2, "2026-11-22T10:03:00Z");
+        assert_eq!(before.first_seen, after.first_seen);
+        assert_eq!(before.first_seen.to_string(), "2026-11-22T10:00:00Z");
+        assert!(before.last_seen >= before.first_seen, "never sent inverted");
+    }
+
     #[test]
     fn legacy_and_series_events_both_give_count_and_times() {
         let legacy = event(serde_json::json!({
