@@ -171,16 +171,7 @@ static MATRIX: [Entry; 9] = [
     Entry {
         name: "network-blackhole-reset",
         run: |c| network::network_blackhole_then_reset(c).boxed(),
-        // Seen once in CI-like runs: one event stored with a count one above the
-        // simulator's record of what it emitted (stored 74, emitted 73), no
-        // event missing or doubled. Not yet known whether the simulator's
-        // record or the pipeline is off by one.
-        known_issue: Some(KnownIssue {
-            symptom: "with another count",
-            fix: "find whether tests/src/sim records the last count of an Event updated while the scenario \
-                  stops, or the agent/collector adds one under connection resets; then remove this mark",
-            intermittent: true,
-        }),
+        known_issue: None,
     },
     Entry {
         name: "api-5xx-429-bursts",

@@ -386,9 +386,11 @@ impl ClusterHandle {
         scenario::drive(&self.0, scenario, seed, rate, virtual_time)
     }
 
-    /// Stops the running scenario, if any.
+    /// Stops the running scenario, if any. Once this returns, nothing more is emitted:
+    /// [`ClusterHandle::emitted`] read after it is the final record.
     pub fn stop_scenario(&self) {
-        if let Some(run) = self.0.scenario.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let run = self.0.scenario.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(run) = run {
             run.stop();
         }
     }

@@ -8,7 +8,7 @@ mod plan;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -154,6 +154,8 @@ pub struct ScenarioStats {
 #[derive(Debug)]
 pub(crate) struct Running {
     task: JoinHandle<()>,
+    /// Set by [`Running::stop`], read by the generator under the store lock.
+    stopped: Arc<AtomicBool>,
     emitted: Arc<AtomicU64>,
     scenario: Scenario,
     rate: f64,
@@ -161,7 +163,16 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// Stops the generator: once this returns, nothing more is emitted, so what the
+    /// store (and its emitted log) holds is final for every reader that comes after.
+    ///
+    /// Aborting the task alone does not do that: `abort` only asks, and a tick already
+    /// planned on another worker (maybe waiting for the store lock) could still be applied
+    /// after the caller had read the emitted log: one Event counted one more than the
+    /// record a test compared the collector with. The flag is checked under the store
+    /// lock, so a tick is applied either before a reader's lock or not at all.
     pub(crate) fn stop(self) {
+        self.stopped.store(true, Ordering::SeqCst);
         self.task.abort();
     }
 
@@ -186,6 +197,8 @@ pub(crate) fn start(shared: Arc<Shared>, scenario: Scenario, seed: u64, rate: Op
         .map_err(|e| SimError::Conflict(format!("scenario {scenario}: {e:?}")))?;
     let emitted = Arc::new(AtomicU64::new(0));
     let counter = emitted.clone();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let stop = stopped.clone();
     let started = tokio::time::Instant::now();
     let task = tokio::spawn(async move {
         let mut pacer = Pacer::new(rate);
@@ -198,12 +211,23 @@ pub(crate) fn start(shared: Arc<Shared>, scenario: Scenario, seed: u64, rate: Op
                 continue;
             }
             let actions = generator.plan(due);
-            shared.store.write(|s| generator.apply(s, &actions));
+            let applied = shared.store.write(|s| {
+                // Under the lock: see `Running::stop`.
+                let go = !stop.load(Ordering::SeqCst);
+                if go {
+                    generator.apply(s, &actions);
+                }
+                go
+            });
+            if !applied {
+                return;
+            }
             counter.fetch_add(due, Ordering::Relaxed);
         }
     });
     Ok(Running {
         task,
+        stopped,
         emitted,
         scenario,
         rate,
@@ -259,6 +283,41 @@ mod tests {
         assert_eq!(fast.due(Duration::from_millis(1010)), 250);
         assert_eq!(fast.due(Duration::from_millis(1020)), 250);
         assert_eq!(fast.due(Duration::from_millis(1030)), 30);
+    }
+
+    /// Once `stop_scenario` has returned, the store does not change any more, even when
+    /// the generator had planned a tick and was waiting for the store lock: the fault
+    /// matrix reads the emitted log right after stopping and compares the collector with
+    /// it (a tick applied after that read shows as one Event stored with a count one
+    /// above the record).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_emitted_once_stop_returns() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let sim = crate::Simulator::start(crate::SimConfig::default(), listener)
+            .await
+            .expect("simulator");
+        let cluster = sim.cluster();
+        cluster
+            .start_scenario(Scenario::Mixed, 7, Some(5_000.0))
+            .expect("start");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cluster.warning_occurrences() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the generator emitted nothing");
+            tokio::time::sleep(TICK).await;
+        }
+        // Hold the store lock for many ticks, so the generator has planned its next one
+        // and waits for the lock; stop it meanwhile, and read what was emitted.
+        let at_stop = sim.shared.store.write(|s| {
+            std::thread::sleep(TICK * 20);
+            cluster.stop_scenario();
+            s.emitted.warning_occurrences()
+        });
+        tokio::time::sleep(TICK * 20).await;
+        assert_eq!(
+            cluster.warning_occurrences(),
+            at_stop,
+            "warnings were emitted after stop_scenario returned"
+        );
     }
 
     #[test]
