@@ -99,7 +99,14 @@ fn batches(from: u64, to: u64, base_ts: i64) -> Vec<bytes::Bytes> {
 
 /// Sends batches with `SENDERS` concurrent clients; returns events/s and the
 /// sorted request latencies.
-async fn ingest(client: &reqwest::Client, url: &str, batches: Vec<bytes::Bytes>, events: u64) -> (f64, Vec<Duration>) {
+async fn ingest(
+    client: &reqwest::Client,
+    url: &str,
+    mut batches: Vec<bytes::Bytes>,
+    events: u64,
+) -> (f64, Vec<Duration>) {
+    // Popped from the end: oldest first, the order agents send in.
+    batches.reverse();
     let queue = Arc::new(std::sync::Mutex::new(batches));
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -616,11 +616,28 @@ pub fn machine_description() -> String {
 /// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    stat_cpu_seconds(&stat)
+}
+
+/// CPU time (user + system) of the thread of process `pid` named `name`
+/// (its `comm`, at most 15 bytes), if there is one.
+pub fn thread_cpu_seconds(pid: u32, name: &str) -> Option<f64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            return Some(stat_cpu_seconds(&stat));
+        }
+    }
+    None
+}
+
+fn stat_cpu_seconds(stat: &str) -> f64 {
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
-    ticks / clock_ticks_per_second()
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / clock_ticks_per_second()
 }
 
 fn clock_ticks_per_second() -> f64 {

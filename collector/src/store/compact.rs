@@ -18,9 +18,9 @@
 
 use super::schema::{Dim, EventRecord};
 use super::{Result, StoreError};
+use foldhash::HashMap;
 use redb::{ReadableTable, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Dictionary: text → id.
@@ -200,7 +200,7 @@ impl CompactEvent {
 
     /// The index values of this event.
     pub fn dims(&self) -> super::postings::Dims {
-        let mut dims = vec![
+        let mut dims: super::postings::Dims = smallvec::smallvec![
             (Dim::Time, 0),
             (Dim::Namespace, u64::from(self.namespace)),
             (Dim::Pod, pod_value(&self.pod)),
@@ -273,9 +273,8 @@ impl Interner {
         Ok(id)
     }
 
-    /// The stored form of `rec`.
-    pub fn compact(&mut self, dict: &mut Dictionary<'_, '_>, rec: &EventRecord) -> Result<CompactEvent> {
-        let (template, args) = split_message(&rec.message);
+    /// The stored form of `rec`, whose dictionary-free parts are `split`.
+    pub fn compact(&mut self, dict: &mut Dictionary<'_, '_>, rec: &EventRecord, split: Split) -> Result<CompactEvent> {
         let mut opt =
             |s: &Option<String>| -> Result<Option<u32>> { s.as_deref().map(|s| self.id(dict, s)).transpose() };
         let node = opt(&rec.node)?;
@@ -287,16 +286,16 @@ impl Interner {
         };
         Ok(CompactEvent {
             cluster: rec.cluster,
-            uid: Uid::of(&rec.uid),
+            uid: split.uid,
             namespace: self.id(dict, &rec.namespace)?,
             pod: rec.pod.clone(),
-            pod_uid: rec.pod_uid.as_deref().map(Uid::of),
+            pod_uid: split.pod_uid,
             node,
             workload,
             container,
             reason: self.id(dict, &rec.reason)?,
-            template: self.id(dict, &template)?,
-            args,
+            template: self.id(dict, &split.template)?,
+            args: split.args,
             incident_type: rec.incident_type,
             severity: rec.severity,
             count: rec.count,
@@ -304,9 +303,35 @@ impl Interner {
             last_after_first_us: rec.last_seen_us.saturating_sub(rec.first_seen_us),
             received_after_first_us: rec.received_us.saturating_sub(rec.first_seen_us),
             source,
-            logs: rec.logs.as_deref().map(Logs::of),
+            logs: split.logs,
             incident: rec.incident,
         })
+    }
+}
+
+/// The parts of a record's stored form that need no dictionary: the message
+/// split, the uids packed, the logs compressed. Computed by the requesting
+/// task, so the single writer thread does only lookups and writes.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub template: String,
+    pub args: Option<String>,
+    pub uid: Uid,
+    pub pod_uid: Option<Uid>,
+    pub logs: Option<Logs>,
+}
+
+impl Split {
+    /// The dictionary-free parts of `rec`'s stored form.
+    pub fn of(rec: &EventRecord) -> Self {
+        let (template, args) = split_message(&rec.message);
+        Self {
+            template,
+            args,
+            uid: Uid::of(&rec.uid),
+            pod_uid: rec.pod_uid.as_deref().map(Uid::of),
+            logs: rec.logs.as_deref().map(Logs::of),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod access_read;
 mod cluster;
 mod compact;
 mod postings;
+mod prepare;
 mod reader;
 pub mod schema;
 mod writer;
@@ -154,6 +155,10 @@ impl Store {
     /// Stores a batch under the sender's certified identity. Returns once it
     /// is durably committed.
     pub async fn ingest(&self, identity: AgentIdentity, batch: IngestBatch) -> Result<IngestOutcome> {
+        let cluster = identity.cluster.clone();
+        let batch = tokio::task::spawn_blocking(move || prepare::batch(&cluster, batch))
+            .await
+            .map_err(|_| StoreError::Storage("preparing the batch failed".into()))?;
         self.submit(|reply| writer::Job::Ingest { identity, batch, reply })
             .await?
     }

@@ -17,10 +17,11 @@
 //! therefore exact, and a segment holds precisely the events whose latest
 //! occurrence was written while it was current.
 
-use super::schema::{DecodeError, Dim};
+use super::schema::{BytesKey, DecodeError, Dim};
 use super::{Result, StoreError};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use redb::{ReadableTable, Table, TableDefinition};
-use std::collections::{HashMap, HashSet};
+use smallvec::SmallVec;
 
 /// Posting lists by [`PostingKey`].
 pub const POSTINGS: TableDefinition<PostingKey, &[u8]> = TableDefinition::new("event_postings");
@@ -37,7 +38,7 @@ pub const SEGMENT_EVENTS: u64 = 16_384;
 pub const SEGMENT_EVENTS: u64 = 16;
 
 /// `[segment][dim][cluster][value]`, big-endian.
-pub type PostingKey = [u8; 17];
+pub type PostingKey = BytesKey<17>;
 
 /// The key of one posting list.
 pub fn posting_key(segment: u32, dim: Dim, cluster: u32, value: u64) -> PostingKey {
@@ -46,12 +47,22 @@ pub fn posting_key(segment: u32, dim: Dim, cluster: u32, value: u64) -> PostingK
     key[4] = dim as u8;
     key[5..9].copy_from_slice(&cluster.to_be_bytes());
     key[9..].copy_from_slice(&value.to_be_bytes());
-    key
+    BytesKey(key)
 }
 
 /// The segment a posting key belongs to.
 pub fn segment_of(key: &PostingKey) -> u32 {
-    u32::from_be_bytes([key[0], key[1], key[2], key[3]])
+    u32::from_be_bytes([key.0[0], key.0[1], key.0[2], key.0[3]])
+}
+
+/// The dimension byte of a posting key.
+pub fn dim_of(key: &PostingKey) -> u8 {
+    key.0[4]
+}
+
+/// The cluster a posting key belongs to.
+pub fn cluster_of(key: &PostingKey) -> u32 {
+    u32::from_be_bytes([key.0[5], key.0[6], key.0[7], key.0[8]])
 }
 
 /// One index entry; lists are sorted by `(ts_us, seq)` descending.
@@ -96,22 +107,80 @@ fn unzigzag(v: u64) -> i64 {
 /// each entry as the difference to the one before.
 pub fn encode_list(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + entries.len() * 4);
-    put_varint(&mut out, entries.len() as u64);
+    encode_into(&mut out, entries, entries.len() as u64);
+    out
+}
+
+/// Writes the header of a list of `count` entries and the first of them,
+/// `entries` (any further entries follow as deltas to the last of these).
+fn encode_into(out: &mut Vec<u8>, entries: &[Entry], count: u64) {
+    put_varint(out, count);
     let mut prev: Option<Entry> = None;
     for e in entries {
         match prev {
             None => {
-                put_varint(&mut out, zigzag(e.ts_us));
-                put_varint(&mut out, e.seq);
+                put_varint(out, zigzag(e.ts_us));
+                put_varint(out, e.seq);
             }
             Some(p) => {
-                put_varint(&mut out, p.ts_us.wrapping_sub(e.ts_us) as u64);
-                put_varint(&mut out, zigzag(e.seq.wrapping_sub(p.seq) as i64));
+                put_varint(out, p.ts_us.wrapping_sub(e.ts_us) as u64);
+                put_varint(out, zigzag(e.seq.wrapping_sub(p.seq) as i64));
             }
         }
         prev = Some(*e);
     }
-    out
+}
+
+/// Adds `fresh` (sorted newest first) to the encoded list `bytes`, decoding
+/// only the entries at least as new as the oldest of `fresh`: the older rest
+/// keeps its bytes (each entry is encoded relative to the one before it).
+/// New entries are almost always the newest, so a commit's cost no longer
+/// grows with the length of the lists it appends to.
+pub fn merge_into(bytes: &[u8], fresh: &[Entry]) -> Result<Vec<u8>> {
+    let Some(&oldest_new) = fresh.last() else {
+        return Ok(bytes.to_vec());
+    };
+    let mut rest = bytes;
+    let n = get_varint(&mut rest).ok_or_else(corrupt)?;
+    let mut newer = Vec::new();
+    let mut prev: Option<Entry> = None;
+    // The first entry older than every fresh one, and the bytes after it.
+    let mut tail: Option<(Entry, u64, &[u8])> = None;
+    for i in 0..n {
+        let a = get_varint(&mut rest).ok_or_else(corrupt)?;
+        let b = get_varint(&mut rest).ok_or_else(corrupt)?;
+        let e = match prev {
+            None => Entry {
+                ts_us: unzigzag(a),
+                seq: b,
+            },
+            Some(p) => Entry {
+                ts_us: p.ts_us.wrapping_sub(a as i64),
+                seq: p.seq.wrapping_add(unzigzag(b) as u64),
+            },
+        };
+        if e < oldest_new {
+            tail = Some((e, n - i, rest));
+            break;
+        }
+        newer.push(e);
+        prev = Some(e);
+    }
+    let mut merged = Vec::with_capacity(newer.len() + fresh.len());
+    merged.extend_from_slice(&newer);
+    merged.extend_from_slice(fresh);
+    merged.sort_unstable_by(|a, b| b.cmp(a));
+    merged.dedup();
+    let Some((first_old, old_count, old_rest)) = tail else {
+        return Ok(encode_list(&merged));
+    };
+    let mut out = Vec::with_capacity(bytes.len() + fresh.len() * 4 + 8);
+    encode_into(&mut out, &merged, merged.len() as u64 + old_count);
+    let p = *merged.last().expect("fresh is not empty");
+    put_varint(&mut out, p.ts_us.wrapping_sub(first_old.ts_us) as u64);
+    put_varint(&mut out, zigzag(first_old.seq.wrapping_sub(p.seq) as i64));
+    out.extend_from_slice(old_rest);
+    Ok(out)
 }
 
 fn corrupt() -> StoreError {
@@ -194,8 +263,9 @@ pub fn segments(table: &impl ReadableTable<u32, [u8; 24]>) -> Result<Vec<(u32, S
     Ok(out)
 }
 
-/// The index values of one event: `(dimension, value)` pairs.
-pub type Dims = Vec<(Dim, u64)>;
+/// The index values of one event: `(dimension, value)` pairs (at most six,
+/// kept inline: this is built twice per event on the writer's hot path).
+pub type Dims = SmallVec<[(Dim, u64); 6]>;
 
 /// Index changes of one transaction, applied together by [`Pending::flush`]
 /// so that each touched list is read and written once.
@@ -212,7 +282,7 @@ impl Pending {
     /// either may be absent (a new event, a deleted one). Entries present in
     /// both stay where they are.
     pub fn change(&mut self, cluster: u32, old: Option<(u32, &Dims, Entry)>, new: Option<(u32, &Dims, Entry)>) -> u32 {
-        let keys = |side: Option<(u32, &Dims, Entry)>| -> Vec<(PostingKey, Entry)> {
+        let keys = |side: Option<(u32, &Dims, Entry)>| -> SmallVec<[(PostingKey, Entry); 6]> {
             side.map(|(seg, dims, e)| {
                 dims.iter()
                     .map(|(dim, value)| (posting_key(seg, *dim, cluster, *value), e))
@@ -255,6 +325,31 @@ impl Pending {
         let mut bounds: HashMap<u32, (i64, i64, u64, u64)> = HashMap::new();
         let empty = HashSet::new();
         for key in keys {
+            let time_dim = dim_of(&key) == Dim::Time as u8;
+            let b = bounds.entry(segment_of(&key)).or_insert((i64::MAX, i64::MIN, 0, 0));
+            if !self.remove.contains_key(&key)
+                && let Some(added) = self.add.get(&key)
+            {
+                // Only additions: merged into the encoded list.
+                let mut fresh = added.clone();
+                fresh.sort_unstable_by(|a, b| b.cmp(a));
+                fresh.dedup();
+                for e in &fresh {
+                    b.0 = b.0.min(e.ts_us);
+                    b.1 = b.1.max(e.ts_us);
+                }
+                let bytes = match postings.get(key)? {
+                    Some(v) => merge_into(v.value(), &fresh)?,
+                    None => encode_list(&fresh),
+                };
+                if time_dim {
+                    // Entries are never added twice (an event's entry moves
+                    // only with a removal), so every fresh one is new.
+                    b.2 += fresh.len() as u64;
+                }
+                postings.insert(key, bytes.as_slice())?;
+                continue;
+            }
             let mut list = match postings.get(key)? {
                 Some(v) => decode_list(v.value())?,
                 None => Vec::new(),
@@ -265,8 +360,6 @@ impl Pending {
             let gone = (before - list.len()) as u64;
             let added = self.add.get(&key).map(Vec::as_slice).unwrap_or_default();
             let fresh: Vec<Entry> = added.iter().filter(|e| !removed.contains(e)).copied().collect();
-            let time_dim = key[4] == Dim::Time as u8;
-            let b = bounds.entry(segment_of(&key)).or_insert((i64::MAX, i64::MIN, 0, 0));
             for e in &fresh {
                 b.0 = b.0.min(e.ts_us);
                 b.1 = b.1.max(e.ts_us);
@@ -344,6 +437,39 @@ mod tests {
         assert!(decode_list(&lying).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn merging_into_an_encoded_list_equals_decoding_merging_and_encoding(
+            old in proptest::collection::vec((-50i64..50, 0u64..40), 0..40),
+            fresh in proptest::collection::vec((-50i64..60, 0u64..40), 1..20),
+        ) {
+            let sorted = |v: &[(i64, u64)]| {
+                let mut v: Vec<Entry> = v.iter().map(|&(ts_us, seq)| Entry { ts_us, seq }).collect();
+                v.sort_unstable_by(|a, b| b.cmp(a));
+                v.dedup();
+                v
+            };
+            let (old, fresh) = (sorted(&old), sorted(&fresh));
+            let mut expected = old.clone();
+            expected.extend_from_slice(&fresh);
+            let expected = sorted(&expected.iter().map(|e| (e.ts_us, e.seq)).collect::<Vec<_>>());
+            let merged = merge_into(&encode_list(&old), &fresh).unwrap();
+            proptest::prop_assert_eq!(decode_list(&merged).unwrap(), expected.clone());
+            proptest::prop_assert_eq!(merged, encode_list(&expected));
+        }
+    }
+
+    #[test]
+    fn merging_refuses_a_truncated_list_instead_of_misreading_it() {
+        let bytes = encode_list(&[Entry { ts_us: 9, seq: 1 }, Entry { ts_us: 5, seq: 2 }]);
+        for n in 0..3.min(bytes.len()) {
+            assert!(
+                merge_into(&bytes[..n], &[Entry { ts_us: 1, seq: 3 }]).is_err(),
+                "prefix of {n} bytes"
+            );
+        }
+    }
+
     #[test]
     fn keys_sort_by_segment_first() {
         let a = posting_key(1, Dim::Pod, 9, u64::MAX);
@@ -354,7 +480,7 @@ mod tests {
 
     #[test]
     fn unchanged_entries_are_neither_removed_nor_added() {
-        let dims: Dims = vec![(Dim::Time, 0), (Dim::Namespace, 3)];
+        let dims: Dims = smallvec::smallvec![(Dim::Time, 0), (Dim::Namespace, 3)];
         let e = Entry { ts_us: 10, seq: 1 };
         let mut p = Pending::default();
         assert_eq!(p.change(1, Some((0, &dims, e)), Some((0, &dims, e))), 0);

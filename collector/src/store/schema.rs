@@ -32,7 +32,7 @@ pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_key
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 /// `META` key of the schema version.
 pub const META_SCHEMA: &str = "schema_version";
 /// `META` key of the next event sequence number.
@@ -315,22 +315,74 @@ pub fn incident_entries(
     .map(move |(dim, value)| index_key(dim, c, value, last_seen_us, id))
 }
 
+/// A key of `N` bytes that redb compares with one `memcmp`. (redb compares
+/// a `[u8; N]` key element by element, and serialises a tuple key into a
+/// fresh `Vec` on every use: both showed in the writer's profile.) Fields
+/// are big-endian, so byte order is numeric order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BytesKey<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> redb::Value for BytesKey<N> {
+    type SelfType<'a> = BytesKey<N>;
+    type AsBytes<'a> = [u8; N];
+
+    fn fixed_width() -> Option<usize> {
+        Some(N)
+    }
+
+    fn from_bytes<'a>(data: &'a [u8]) -> Self
+    where
+        Self: 'a,
+    {
+        let mut key = [0u8; N];
+        key.copy_from_slice(data);
+        Self(key)
+    }
+
+    fn as_bytes<'a, 'b: 'a>(value: &'a Self) -> [u8; N]
+    where
+        Self: 'b,
+    {
+        value.0
+    }
+
+    fn type_name() -> redb::TypeName {
+        redb::TypeName::new(&format!("podwarn::BytesKey<{N}>"))
+    }
+}
+
+impl<const N: usize> redb::Key for BytesKey<N> {
+    fn compare(data1: &[u8], data2: &[u8]) -> std::cmp::Ordering {
+        data1.cmp(data2)
+    }
+}
+
 /// `[cluster][first_seen][xxh3-128 of the uid]`: time-major, so that new
 /// events land at the end of the table instead of all over it. `first_seen`
 /// is fixed for an Event object (its `firstTimestamp`/`eventTime`), so it
 /// is as stable an identity as the uid alone.
-pub type DedupKey = [u8; 28];
+pub type DedupKey = BytesKey<28>;
 /// `[seq][count][segment]`: where the event is, and the count stored, so a
 /// replay is answered from this one lookup.
 pub type DedupValue = [u8; 16];
 
 /// The dedup key of an event.
 pub fn dedup_key(cluster: u32, first_seen_us: i64, uid: &str) -> DedupKey {
+    dedup_key_hashed(cluster, first_seen_us, uid_hash(uid))
+}
+
+/// The dedup key of an event whose uid hashes to `uid_hash`.
+pub fn dedup_key_hashed(cluster: u32, first_seen_us: i64, uid_hash: u128) -> DedupKey {
     let mut key = [0u8; 28];
     key[..4].copy_from_slice(&cluster.to_be_bytes());
     key[4..12].copy_from_slice(&ts_bytes(first_seen_us));
-    key[12..].copy_from_slice(&xxhash_rust::xxh3::xxh3_128(uid.as_bytes()).to_be_bytes());
-    key
+    key[12..].copy_from_slice(&uid_hash.to_be_bytes());
+    BytesKey(key)
+}
+
+/// The uid's part of the dedup key.
+pub fn uid_hash(uid: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(uid.as_bytes())
 }
 
 /// Where a stored event is.

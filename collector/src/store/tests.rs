@@ -331,3 +331,31 @@ async fn every_filter_lists_exactly_what_a_model_holds_across_segments_updates_a
     let clusters = store.clusters().await.unwrap();
     assert_eq!(clusters[0].events_stored, model.len() as u64);
 }
+
+#[test]
+fn a_store_of_an_older_schema_is_refused_by_name_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    {
+        // A schema-2 file: dedup keys were byte arrays then.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(schema::META)
+            .unwrap()
+            .insert(schema::META_SCHEMA, 2)
+            .unwrap();
+        let old_dedup: redb::TableDefinition<[u8; 28], [u8; 16]> = redb::TableDefinition::new("event_dedup");
+        txn.open_table(old_dedup).unwrap().insert([7; 28], [1; 16]).unwrap();
+        txn.commit().unwrap();
+    }
+    let err = Store::open(&path).expect_err("an older schema is refused").to_string();
+    assert!(err.contains("schema 2") && err.contains("--data-dir"), "{err}");
+    // What it held is still there, as it was.
+    let db = redb::Database::create(&path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn.open_table(schema::META).unwrap();
+    assert_eq!(meta.get(schema::META_SCHEMA).unwrap().map(|v| v.value()), Some(2));
+    let old_dedup: redb::TableDefinition<[u8; 28], [u8; 16]> = redb::TableDefinition::new("event_dedup");
+    let dedup = txn.open_table(old_dedup).unwrap();
+    assert_eq!(dedup.get([7; 28]).unwrap().map(|v| v.value()), Some([1; 16]));
+}

@@ -3,13 +3,14 @@
 
 use super::compact::{CompactEvent, Dictionary, Interner, STRING_TEXT, STRINGS, join_message};
 use super::postings::{self, Entry, POSTINGS, Pending, PostingKey, SEGMENT_EVENTS, SEGMENTS, SegmentInfo};
+use super::prepare::{PreparedBatch, PreparedEvent};
 use super::schema::*;
 use super::{Result, StoreError, now_us};
 use crate::incidents;
 use crate::tls::AgentIdentity;
-use podwarn_shared::{IngestBatch, IngestResponse, WarningEvent};
+use foldhash::{HashMap, HashMapExt};
+use podwarn_shared::IngestResponse;
 use redb::{ReadableTable, Table, WriteTransaction};
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,7 +32,7 @@ pub struct RetentionOutcome {
 pub(super) enum Job {
     Ingest {
         identity: AgentIdentity,
-        batch: IngestBatch,
+        batch: PreparedBatch,
         reply: oneshot::Sender<Result<IngestOutcome>>,
     },
     Access {
@@ -66,28 +67,28 @@ pub(super) fn start(
 
 /// Checks the schema (writing it into a new file) and reads the writer's state.
 fn load_state(db: &redb::Database) -> Result<State> {
-    let state = {
-        let txn = db.begin_write()?;
-        let state = {
-            let mut t = Tables::open(&txn)?;
-            let schema = t.meta.get(META_SCHEMA)?.map(|v| v.value());
-            match schema {
-                None => {
-                    t.meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
-                }
-                Some(SCHEMA_VERSION) => {}
-                Some(other) => {
-                    return Err(StoreError::Storage(format!(
-                        "the store was written with schema {other}, this build reads schema {SCHEMA_VERSION}: \
-                         use a podwarn-collector of the matching version"
-                    )));
-                }
+    let txn = db.begin_write()?;
+    // The version is read before any other table is opened: a file of
+    // another schema may hold the same tables with other key types, which
+    // redb would refuse with a less helpful error.
+    {
+        let mut meta = txn.open_table(META)?;
+        let schema = meta.get(META_SCHEMA)?.map(|v| v.value());
+        match schema {
+            None => {
+                meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
             }
-            State::load(&t)?
-        };
-        txn.commit()?;
-        state
-    };
+            Some(SCHEMA_VERSION) => {}
+            Some(other) => {
+                return Err(StoreError::Storage(format!(
+                    "the store was written with schema {other}, this build reads schema {SCHEMA_VERSION}: \
+                     use a podwarn-collector of the matching version, or start this one on a new --data-dir"
+                )));
+            }
+        }
+    }
+    let state = State::load(&Tables::open(&txn)?)?;
+    txn.commit()?;
     Ok(state)
 }
 
@@ -501,7 +502,7 @@ fn ingest(
     state: &mut State,
     w: &mut Work<'_>,
     identity: &AgentIdentity,
-    batch: IngestBatch,
+    batch: PreparedBatch,
 ) -> Result<IngestOutcome> {
     let mut agent = check_agent(t, identity)?;
     let now = now_us();
@@ -509,14 +510,14 @@ fn ingest(
     let mut out = IngestResponse::default();
     let mut new_events = 0;
     for ev in batch.events {
-        let key = dedup_key(cluster, ev.first_seen.as_microsecond(), &ev.uid);
+        let key = dedup_key_hashed(cluster, ev.rec.first_seen_us, ev.uid_hash);
         let existing = t.dedup.get(key)?.map(|v| DedupEntry::from_bytes(v.value()));
         let added = match existing {
-            Some(found) if ev.count <= found.count => 0,
+            Some(found) if ev.rec.count <= found.count => 0,
             Some(found) => update_event(t, state, w, key, found, ev)?,
             None => {
                 new_events += 1;
-                insert_event(t, state, w, &identity.cluster, cluster, key, ev, now)?
+                insert_event(t, state, w, cluster, key, ev, now)?
             }
         };
         if added == 0 {
@@ -540,51 +541,24 @@ fn ingest(
     Ok(out)
 }
 
-fn record_of(ev: WarningEvent, cluster: u32, now: i64) -> EventRecord {
-    let first = ev.first_seen.as_microsecond();
-    let last = ev.last_seen.as_microsecond();
-    EventRecord {
-        cluster,
-        uid: ev.uid,
-        namespace: ev.namespace,
-        pod: ev.pod,
-        pod_uid: ev.pod_uid,
-        node: ev.node,
-        workload: ev.workload.map(|w| (w.kind, w.name)),
-        container: ev.container,
-        reason: ev.reason,
-        message: ev.message,
-        incident_type: ev.incident_type.code(),
-        severity: podwarn_shared::Severity::ALL
-            .iter()
-            .position(|s| *s == ev.severity)
-            .unwrap_or(1) as u8,
-        count: ev.count,
-        // first_seen is identity (the dedup key) and kept as sent. Clocks
-        // disagree in real clusters; never store an inverted interval.
-        first_seen_us: first,
-        last_seen_us: last.max(first),
-        source: ev.source,
-        logs: ev.logs,
-        incident: 0,
-        received_us: now,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
 fn insert_event(
     t: &mut Tables<'_>,
     state: &mut State,
     w: &mut Work<'_>,
-    cluster_name: &str,
     cluster: u32,
     key: DedupKey,
-    ev: WarningEvent,
+    ev: PreparedEvent,
     now: i64,
 ) -> Result<u64> {
-    let mut rec = record_of(ev, cluster, now);
-    let (id, pattern) = incidents::fingerprint(cluster_name, &rec);
-    rec.incident = id;
+    let PreparedEvent {
+        mut rec,
+        pattern,
+        split,
+        ..
+    } = ev;
+    rec.cluster = cluster;
+    rec.received_us = now;
+    let id = rec.incident;
     let occurrences = u64::from(rec.count);
     match w.incidents.get_or_load(t, id)? {
         Some(inc) => incidents::absorb(inc, &rec, occurrences, true),
@@ -596,7 +570,7 @@ fn insert_event(
     }
     let compact = w
         .interner
-        .compact(&mut Work::dictionary(t, &mut state.next_string), &rec)?;
+        .compact(&mut Work::dictionary(t, &mut state.next_string), &rec, split)?;
     let seq = state.next_seq;
     state.next_seq += 1;
     let entry = Entry {
@@ -633,11 +607,13 @@ fn update_event(
     w: &mut Work<'_>,
     key: DedupKey,
     found: DedupEntry,
-    ev: WarningEvent,
+    ev: PreparedEvent,
 ) -> Result<u64> {
     let old = load_event(t, found.seq)?;
-    let delta = u64::from(ev.count - found.count);
-    let mut fresh = record_of(ev, old.cluster, 0);
+    let delta = u64::from(ev.rec.count - found.count);
+    let PreparedEvent { mut rec, split, .. } = ev;
+    rec.cluster = old.cluster;
+    let mut fresh = rec;
     let newer = fresh.last_seen_us >= old.last_seen_us();
     if !newer {
         // An older copy with a higher count: keep the newest time and message.
@@ -656,7 +632,7 @@ fn update_event(
     rec.last_after_first_us = fresh.last_seen_us.max(old.last_seen_us()) - old.first_seen_us;
     rec.severity = old.severity.max(fresh.severity);
     if newer {
-        let latest = w.interner.compact(&mut dict, &fresh)?;
+        let latest = w.interner.compact(&mut dict, &fresh, split)?;
         rec.template = latest.template;
         rec.args = latest.args;
         rec.node = latest.node.or(old.node);
@@ -729,7 +705,7 @@ pub(super) fn segment_events(t: &Tables<'_>, segment: u32, only_cluster: Option<
     for row in t.postings.range(lo..=hi)? {
         let (key, list) = row?;
         let key = key.value();
-        let cluster = u32::from_be_bytes([key[5], key[6], key[7], key[8]]);
+        let cluster = postings::cluster_of(&key);
         out.extend(
             postings::decode_list(list.value())?
                 .into_iter()
