@@ -7,11 +7,6 @@ use podwarn_collector::config::{
 };
 use std::process::ExitCode;
 
-/// mimalloc: the store's writer allocates and frees small buffers per event,
-/// and glibc's allocator took a fifth of its CPU (see docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 

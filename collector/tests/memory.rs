@@ -8,6 +8,7 @@ use podwarn_testkit::harness;
 use serde_json::Value;
 
 const BATCH: u64 = 1000;
+const SENDERS: usize = 4;
 
 /// Event `n`: a distinct uid, pod, node and message, spread over namespaces
 /// and workloads, so the store holds what a real one does.
@@ -29,11 +30,18 @@ fn event(n: u64) -> Value {
         .json()
 }
 
+/// Stores events `from..to`, `SENDERS` batches at a time: the server's
+/// tasks and threads allocate and free concurrently, as with many agents.
 async fn store(agent: &common::Agent, from: u64, to: u64) {
-    for start in (from..to).step_by(BATCH as usize) {
-        let events: Vec<Value> = (start..(start + BATCH).min(to)).map(event).collect();
-        let (status, body) = agent.send(&events).await;
-        assert_eq!(status, 200, "{body}");
+    let starts: Vec<u64> = (from..to).step_by(BATCH as usize).collect();
+    for group in starts.chunks(SENDERS) {
+        let sends = group.iter().map(|&start| async move {
+            let events: Vec<Value> = (start..(start + BATCH).min(to)).map(event).collect();
+            agent.send(&events).await
+        });
+        for (status, body) in futures::future::join_all(sends).await {
+            assert_eq!(status, 200, "{body}");
+        }
     }
 }
 
