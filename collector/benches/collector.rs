@@ -206,7 +206,10 @@ async fn main() {
         .unwrap_or(10_000_000);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Collector::start(Path::new(BIN), &dir, &[]);
+    // The events' times are fixed (September 2026), so the default 30-day
+    // retention would start deleting them during the run, shrinking the store
+    // and competing with ingest: keep them.
+    let server = Collector::start(Path::new(BIN), &dir, &["--retention", "3650d"]);
     let cert_dir = server.issue_cert("bench");
     let agent = harness::agent_https_client(&server.ca_pem, &cert_dir);
     let admin = harness::https_client(&server.ca_pem, None);
