@@ -117,18 +117,39 @@ fn encode_into(out: &mut Vec<u8>, entries: &[Entry], count: u64) {
     put_varint(out, count);
     let mut prev: Option<Entry> = None;
     for e in entries {
-        match prev {
-            None => {
-                put_varint(out, zigzag(e.ts_us));
-                put_varint(out, e.seq);
-            }
-            Some(p) => {
-                put_varint(out, p.ts_us.wrapping_sub(e.ts_us) as u64);
-                put_varint(out, zigzag(e.seq.wrapping_sub(p.seq) as i64));
-            }
-        }
+        put_entry(out, prev, *e);
         prev = Some(*e);
     }
+}
+
+/// Writes `e`: in full if it comes first, else as the difference to `prev`.
+fn put_entry(out: &mut Vec<u8>, prev: Option<Entry>, e: Entry) {
+    match prev {
+        None => {
+            put_varint(out, zigzag(e.ts_us));
+            put_varint(out, e.seq);
+        }
+        Some(p) => {
+            put_varint(out, p.ts_us.wrapping_sub(e.ts_us) as u64);
+            put_varint(out, zigzag(e.seq.wrapping_sub(p.seq) as i64));
+        }
+    }
+}
+
+/// Reads the entry [`put_entry`] wrote after `prev`.
+fn get_entry(bytes: &mut &[u8], prev: Option<Entry>) -> Result<Entry> {
+    let a = get_varint(bytes).ok_or_else(corrupt)?;
+    let b = get_varint(bytes).ok_or_else(corrupt)?;
+    Ok(match prev {
+        None => Entry {
+            ts_us: unzigzag(a),
+            seq: b,
+        },
+        Some(p) => Entry {
+            ts_us: p.ts_us.wrapping_sub(a as i64),
+            seq: p.seq.wrapping_add(unzigzag(b) as u64),
+        },
+    })
 }
 
 /// Adds `fresh` (sorted newest first) to the encoded list `bytes`, decoding
@@ -147,18 +168,7 @@ pub fn merge_into(bytes: &[u8], fresh: &[Entry]) -> Result<Vec<u8>> {
     // The first entry older than every fresh one, and the bytes after it.
     let mut tail: Option<(Entry, u64, &[u8])> = None;
     for i in 0..n {
-        let a = get_varint(&mut rest).ok_or_else(corrupt)?;
-        let b = get_varint(&mut rest).ok_or_else(corrupt)?;
-        let e = match prev {
-            None => Entry {
-                ts_us: unzigzag(a),
-                seq: b,
-            },
-            Some(p) => Entry {
-                ts_us: p.ts_us.wrapping_sub(a as i64),
-                seq: p.seq.wrapping_add(unzigzag(b) as u64),
-            },
-        };
+        let e = get_entry(&mut rest, prev)?;
         if e < oldest_new {
             tail = Some((e, n - i, rest));
             break;
@@ -176,9 +186,7 @@ pub fn merge_into(bytes: &[u8], fresh: &[Entry]) -> Result<Vec<u8>> {
     };
     let mut out = Vec::with_capacity(bytes.len() + fresh.len() * 4 + 8);
     encode_into(&mut out, &merged, merged.len() as u64 + old_count);
-    let p = *merged.last().expect("fresh is not empty");
-    put_varint(&mut out, p.ts_us.wrapping_sub(first_old.ts_us) as u64);
-    put_varint(&mut out, zigzag(first_old.seq.wrapping_sub(p.seq) as i64));
+    put_entry(&mut out, merged.last().copied(), first_old);
     out.extend_from_slice(old_rest);
     Ok(out)
 }
@@ -194,18 +202,7 @@ pub fn decode_list(mut bytes: &[u8]) -> Result<Vec<Entry>> {
     let mut out = Vec::with_capacity((n as usize).min(bytes.len() / 2));
     let mut prev: Option<Entry> = None;
     for _ in 0..n {
-        let a = get_varint(&mut bytes).ok_or_else(corrupt)?;
-        let b = get_varint(&mut bytes).ok_or_else(corrupt)?;
-        let e = match prev {
-            None => Entry {
-                ts_us: unzigzag(a),
-                seq: b,
-            },
-            Some(p) => Entry {
-                ts_us: p.ts_us.wrapping_sub(a as i64),
-                seq: p.seq.wrapping_add(unzigzag(b) as u64),
-            },
-        };
+        let e = get_entry(&mut bytes, prev)?;
         out.push(e);
         prev = Some(e);
     }
@@ -318,7 +315,12 @@ impl Pending {
         postings: &mut Table<'_, PostingKey, &'static [u8]>,
         segments: &mut Table<'_, u32, [u8; 24]>,
     ) -> Result<()> {
-        let mut keys: Vec<PostingKey> = self.add.keys().chain(self.remove.keys()).copied().collect();
+        let Pending {
+            mut add,
+            remove,
+            raise_min,
+        } = self;
+        let mut keys: Vec<PostingKey> = add.keys().chain(remove.keys()).copied().collect();
         keys.sort_unstable();
         keys.dedup();
         // (min, max, events added, events removed) per segment.
@@ -327,11 +329,10 @@ impl Pending {
         for key in keys {
             let time_dim = dim_of(&key) == Dim::Time as u8;
             let b = bounds.entry(segment_of(&key)).or_insert((i64::MAX, i64::MIN, 0, 0));
-            if !self.remove.contains_key(&key)
-                && let Some(added) = self.add.get(&key)
+            if !remove.contains_key(&key)
+                && let Some(mut fresh) = add.remove(&key)
             {
                 // Only additions: merged into the encoded list.
-                let mut fresh = added.clone();
                 fresh.sort_unstable_by(|a, b| b.cmp(a));
                 fresh.dedup();
                 for e in &fresh {
@@ -354,11 +355,11 @@ impl Pending {
                 Some(v) => decode_list(v.value())?,
                 None => Vec::new(),
             };
-            let removed = self.remove.get(&key).unwrap_or(&empty);
+            let removed = remove.get(&key).unwrap_or(&empty);
             let before = list.len();
             list.retain(|e| !removed.contains(e));
             let gone = (before - list.len()) as u64;
-            let added = self.add.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let added = add.get(&key).map(Vec::as_slice).unwrap_or_default();
             let fresh: Vec<Entry> = added.iter().filter(|e| !removed.contains(e)).copied().collect();
             for e in &fresh {
                 b.0 = b.0.min(e.ts_us);
@@ -377,7 +378,7 @@ impl Pending {
                 postings.insert(key, encode_list(&list).as_slice())?;
             }
         }
-        for seg in self.raise_min.keys() {
+        for seg in raise_min.keys() {
             bounds.entry(*seg).or_insert((i64::MAX, i64::MIN, 0, 0));
         }
         for (seg, (min, max, added, gone)) in bounds {
@@ -389,7 +390,7 @@ impl Pending {
             });
             info.min_ts = info.min_ts.min(min);
             info.max_ts = info.max_ts.max(max);
-            if let Some(floor) = self.raise_min.get(&seg) {
+            if let Some(floor) = raise_min.get(&seg) {
                 info.min_ts = info.min_ts.max(*floor);
             }
             info.events = (info.events + added).saturating_sub(gone);

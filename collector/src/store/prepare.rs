@@ -17,7 +17,7 @@ pub struct PreparedEvent {
     pub rec: EventRecord,
     /// The uid's part of the dedup key.
     pub uid_hash: u128,
-    /// The incident id (also set in `rec.incident`) and its pattern.
+    /// The normalised message the incident fingerprint (`rec.incident`) was taken from.
     pub pattern: String,
     pub split: Split,
 }

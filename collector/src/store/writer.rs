@@ -611,9 +611,10 @@ fn update_event(
 ) -> Result<u64> {
     let old = load_event(t, found.seq)?;
     let delta = u64::from(ev.rec.count - found.count);
-    let PreparedEvent { mut rec, split, .. } = ev;
-    rec.cluster = old.cluster;
-    let mut fresh = rec;
+    let PreparedEvent {
+        rec: mut fresh, split, ..
+    } = ev;
+    fresh.cluster = old.cluster;
     let newer = fresh.last_seen_us >= old.last_seen_us();
     if !newer {
         // An older copy with a higher count: keep the newest time and message.
