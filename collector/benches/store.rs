@@ -120,4 +120,35 @@ async fn main() {
             size / next
         );
     }
+    drop(store);
+    print_table_sizes(&dir.path().join("s.redb"), total);
+}
+
+/// What each table takes, per stored event: the file grows in large steps,
+/// so its size alone says little about the format.
+fn print_table_sizes(path: &std::path::Path, events: u64) {
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
+    // The writer thread lets go of the file once its channel closes.
+    let db = loop {
+        match redb::Database::open(path) {
+            Ok(db) => break db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(e) => panic!("reopening the bench store: {e}"),
+        }
+    };
+    let txn = db.begin_read().unwrap();
+    let mut total = 0;
+    for handle in txn.list_tables().unwrap() {
+        let name = handle.name().to_owned();
+        let stats = txn.open_untyped_table(handle).unwrap().stats().unwrap();
+        let pages = stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
+        total += pages;
+        println!(
+            "table {name}: {:.1} bytes/event in pages ({:.1} stored, {:.1} fragmented)",
+            pages as f64 / events as f64,
+            stats.stored_bytes() as f64 / events as f64,
+            stats.fragmented_bytes() as f64 / events as f64
+        );
+    }
+    println!("all tables: {:.1} bytes/event in pages", total as f64 / events as f64);
 }

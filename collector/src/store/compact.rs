@@ -44,6 +44,12 @@ pub enum Uid {
     Text(String),
 }
 
+impl Default for Uid {
+    fn default() -> Self {
+        Self::Text(String::new())
+    }
+}
+
 impl Uid {
     /// The compact form of `uid`; [`Uid::text`] gives back exactly `uid`.
     pub fn of(uid: &str) -> Self {
@@ -312,7 +318,7 @@ impl Interner {
 /// The parts of a record's stored form that need no dictionary: the message
 /// split, the uids packed, the logs compressed. Computed by the requesting
 /// task, so the single writer thread does only lookups and writes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Split {
     pub template: String,
     pub args: Option<String>,

@@ -8,11 +8,13 @@
 
 mod access;
 mod access_read;
+mod blocks;
 mod cluster;
 mod compact;
 mod postings;
 mod prepare;
 mod reader;
+mod recent;
 pub mod schema;
 mod writer;
 

@@ -478,7 +478,7 @@ pub(super) fn events(txn: &ReadTransaction, q: &EventQuery, strings: &Resolver) 
     let (Some(dictionary), Some(text), Some(events)) = (
         open_optional(txn, STRINGS)?,
         open_optional(txn, STRING_TEXT)?,
-        open_optional(txn, EVENTS)?,
+        open_optional(txn, super::blocks::EVENT_BLOCKS)?,
     ) else {
         return Ok(empty);
     };
@@ -490,10 +490,9 @@ pub(super) fn events(txn: &ReadTransaction, q: &EventQuery, strings: &Resolver) 
     let mut items = Vec::new();
     let mut last_item = None;
     let (exhausted, last_seen) = walk_postings(txn, &ids, filters.dimension(q.incident), (lo_ts, hi), |pos| {
-        let Some(bytes) = events.get(pos.id)? else {
+        let Some(stored) = super::blocks::read(&events, pos.id)? else {
             return Ok(true);
         };
-        let stored: CompactEvent = decode(bytes.value())?;
         if filters.matches(q, &stored) {
             let rec = strings.expand(&text, &stored)?;
             let cluster = clusters.get(&rec.cluster).map(|c| c.name.as_str()).unwrap_or("");

@@ -10,8 +10,6 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// Store-wide values: the schema version and the next event sequence number.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Event records ([`super::compact::CompactEvent`]) by sequence number (insertion order).
-pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Dedup (invariant 4): [`DedupKey`] → [`DedupValue`].
 pub const DEDUP: TableDefinition<DedupKey, DedupValue> = TableDefinition::new("event_dedup");
 /// Incident records by id.
@@ -32,7 +30,7 @@ pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_key
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 /// `META` key of the schema version.
 pub const META_SCHEMA: &str = "schema_version";
 /// `META` key of the next event sequence number.
@@ -63,24 +61,29 @@ impl DecodeError {
             source: postcard::Error::DeserializeUnexpectedEnd,
         }
     }
+
+    /// A record or block of a format this build does not know.
+    pub fn format(format: u8) -> Self {
+        Self {
+            format,
+            source: postcard::Error::DeserializeBadEncoding,
+        }
+    }
 }
 
 /// Encodes a record with its format byte.
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
-    let mut out = vec![RECORD_FORMAT];
+    let mut out = Vec::with_capacity(128);
+    out.push(RECORD_FORMAT);
     // Serializing plain structs of strings and integers into a Vec cannot fail.
-    out.extend(postcard::to_stdvec(record).unwrap_or_default());
-    out
+    postcard::to_extend(record, out).unwrap_or_default()
 }
 
 /// Decodes a record written by [`encode`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (format, body) = bytes.split_first().unwrap_or((&0, &[]));
     if *format != RECORD_FORMAT {
-        return Err(DecodeError {
-            format: *format,
-            source: postcard::Error::DeserializeBadEncoding,
-        });
+        return Err(DecodeError::format(*format));
     }
     postcard::from_bytes(body).map_err(|source| DecodeError {
         format: *format,

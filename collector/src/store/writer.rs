@@ -1,9 +1,11 @@
 //! The single writer: group commit, dedup (invariant 4), incident grouping,
 //! agent checks and retention.
 
+use super::blocks::{self, EVENT_BLOCKS};
 use super::compact::{CompactEvent, Dictionary, Interner, STRING_TEXT, STRINGS, join_message};
 use super::postings::{self, Entry, POSTINGS, Pending, PostingKey, SEGMENT_EVENTS, SEGMENTS, SegmentInfo};
 use super::prepare::{PreparedBatch, PreparedEvent};
+use super::recent::{self, Recent};
 use super::schema::*;
 use super::{Result, StoreError, now_us};
 use crate::incidents;
@@ -58,11 +60,29 @@ pub(super) fn start(
     opener: super::Opener,
 ) -> Result<()> {
     let state = load_state(&db)?;
+    let discard = discarder()?;
+    // The remembered dedup keys take an eighth of the page cache's budget.
+    let recent = Recent::new(opener.cache_bytes / 8 / recent::BYTES_PER_KEY);
     std::thread::Builder::new()
         .name("podwarn-store-writer".into())
-        .spawn(move || run(db, rx, state, slot, opener))
+        .spawn(move || run(db, rx, state, recent, discard, slot, opener))
         .map_err(StoreError::storage)?;
     Ok(())
+}
+
+/// Where the writer sends the batches it is done with. Their strings were
+/// allocated by the tasks that decoded them; freeing thousands of them per
+/// commit showed as a fifth of the writer thread's time, so another thread
+/// does it.
+type Discard = std::sync::mpsc::SyncSender<Vec<PreparedBatch>>;
+
+fn discarder() -> Result<Discard> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<PreparedBatch>>(16);
+    std::thread::Builder::new()
+        .name("podwarn-store-discard".into())
+        .spawn(move || rx.into_iter().for_each(drop))
+        .map_err(StoreError::storage)?;
+    Ok(tx)
 }
 
 /// Checks the schema (writing it into a new file) and reads the writer's state.
@@ -175,7 +195,7 @@ impl<'t> Tables<'t> {
     fn open(txn: &'t WriteTransaction) -> Result<Self> {
         Ok(Self {
             meta: txn.open_table(META)?,
-            events: txn.open_table(EVENTS)?,
+            events: txn.open_table(EVENT_BLOCKS)?,
             dedup: txn.open_table(DEDUP)?,
             postings: txn.open_table(POSTINGS)?,
             segments: txn.open_table(SEGMENTS)?,
@@ -264,6 +284,8 @@ fn run(
     mut db: Arc<redb::Database>,
     mut rx: mpsc::Receiver<Job>,
     mut state: State,
+    mut recent: Recent,
+    discard: Discard,
     slot: Arc<super::DbSlot>,
     opener: super::Opener,
 ) {
@@ -277,15 +299,21 @@ fn run(
             }
         }
         let snapshot = state.clone();
-        let (replies, commit) = commit_group(&db, &mut state, &mut interner, group);
+        let (replies, commit, done) = commit_group(&db, &mut state, &mut interner, &mut recent, group);
         if commit.is_err() {
             state = snapshot;
-            // Ids handed out in the failed transaction may be handed out again.
+            // Ids handed out in the failed transaction may be handed out again,
+            // and dedup keys it wrote are not stored.
             interner.forget();
+            recent.forget();
             tracing::error!(error = %commit.as_ref().err().map(ToString::to_string).unwrap_or_default(), "store commit failed; the group was refused and nothing of it is stored");
         }
         for reply in replies {
             reply.send(&commit);
+        }
+        if !done.is_empty() {
+            // Only fails when the discard thread is gone; then drop here.
+            let _ = discard.send(done);
         }
         if commit.is_err() && needs_reopen(&db) {
             db = reopen(db, &slot, &opener, &mut rx);
@@ -369,10 +397,12 @@ fn commit_group(
     db: &redb::Database,
     state: &mut State,
     interner: &mut Interner,
+    recent: &mut Recent,
     group: Vec<Job>,
-) -> (Vec<Reply>, Result<()>) {
+) -> (Vec<Reply>, Result<()>, Vec<PreparedBatch>) {
     let started = std::time::Instant::now();
     let mut replies = Vec::with_capacity(group.len());
+    let mut done = Vec::with_capacity(group.len());
     let mut jobs = group.into_iter();
     let outcome = (|| -> Result<()> {
         let txn = db.begin_write()?;
@@ -384,14 +414,21 @@ fn commit_group(
             }
             let mut w = Work {
                 interner,
+                recent,
                 incidents: IncidentCache::default(),
                 postings: Pending::default(),
+                events: blocks::Pending::default(),
             };
             let mut dirty_clusters = Vec::new();
             for job in jobs.by_ref() {
                 match job {
-                    Job::Ingest { identity, batch, reply } => {
-                        let r = ingest(&mut t, state, &mut w, &identity, batch);
+                    Job::Ingest {
+                        identity,
+                        mut batch,
+                        reply,
+                    } => {
+                        let r = ingest(&mut t, state, &mut w, &identity, &mut batch);
+                        done.push(batch);
                         if let Err(StoreError::Storage(_) | StoreError::Corrupt(_)) = &r {
                             replies.push(Reply::Ingest(reply, Err(StoreError::Storage("aborted".into()))));
                             return r.map(|_| ());
@@ -421,8 +458,12 @@ fn commit_group(
                 }
             }
             let Work {
-                incidents, postings, ..
+                incidents,
+                postings,
+                events,
+                ..
             } = w;
+            events.flush(&mut t.events)?;
             incidents.flush(&mut t)?;
             postings.flush(&mut t.postings, &mut t.segments)?;
             dirty_clusters.sort();
@@ -454,7 +495,7 @@ fn commit_group(
     crate::ops::metrics()
         .commit_seconds
         .observe(started.elapsed().as_secs_f64());
-    (replies, outcome)
+    (replies, outcome, done)
 }
 
 pub(super) fn check_agent(t: &Tables<'_>, identity: &AgentIdentity) -> Result<AgentRecord> {
@@ -483,8 +524,10 @@ pub(super) fn check_agent(t: &Tables<'_>, identity: &AgentIdentity) -> Result<Ag
 /// What one transaction accumulates before it commits.
 pub(super) struct Work<'a> {
     pub(super) interner: &'a mut Interner,
+    recent: &'a mut Recent,
     incidents: IncidentCache,
     pub(super) postings: Pending,
+    events: blocks::Pending,
 }
 
 impl Work<'_> {
@@ -502,16 +545,16 @@ fn ingest(
     state: &mut State,
     w: &mut Work<'_>,
     identity: &AgentIdentity,
-    batch: PreparedBatch,
+    batch: &mut PreparedBatch,
 ) -> Result<IngestOutcome> {
     let mut agent = check_agent(t, identity)?;
     let now = now_us();
     let cluster = state.cluster_id(&identity.cluster, &identity.tenant);
     let mut out = IngestResponse::default();
     let mut new_events = 0;
-    for ev in batch.events {
+    for ev in &mut batch.events {
         let key = dedup_key_hashed(cluster, ev.rec.first_seen_us, ev.uid_hash);
-        let existing = t.dedup.get(key)?.map(|v| DedupEntry::from_bytes(v.value()));
+        let existing = w.recent.get(&t.dedup, key)?;
         let added = match existing {
             Some(found) if ev.rec.count <= found.count => 0,
             Some(found) => update_event(t, state, w, key, found, ev)?,
@@ -533,7 +576,7 @@ fn ingest(
         rec.last_ingest_us = Some(now);
     }
     agent.last_seen_us = Some(now);
-    if let Some(info) = batch.agent {
+    if let Some(info) = batch.agent.take() {
         agent.version = Some(info.version).filter(|v| !v.is_empty());
         agent.dropped_total = agent.dropped_total.max(info.dropped_total);
     }
@@ -547,30 +590,27 @@ fn insert_event(
     w: &mut Work<'_>,
     cluster: u32,
     key: DedupKey,
-    ev: PreparedEvent,
+    ev: &mut PreparedEvent,
     now: i64,
 ) -> Result<u64> {
-    let PreparedEvent {
-        mut rec,
-        pattern,
-        split,
-        ..
-    } = ev;
+    let split = std::mem::take(&mut ev.split);
+    let pattern = std::mem::take(&mut ev.pattern);
+    let rec = &mut ev.rec;
     rec.cluster = cluster;
     rec.received_us = now;
     let id = rec.incident;
     let occurrences = u64::from(rec.count);
     match w.incidents.get_or_load(t, id)? {
-        Some(inc) => incidents::absorb(inc, &rec, occurrences, true),
+        Some(inc) => incidents::absorb(inc, rec, occurrences, true),
         None => {
-            let mut inc = incidents::open(&rec, pattern);
-            incidents::absorb(&mut inc, &rec, occurrences, true);
+            let mut inc = incidents::open(rec, pattern);
+            incidents::absorb(&mut inc, rec, occurrences, true);
             w.incidents.touched.insert(id, (inc, None));
         }
     }
     let compact = w
         .interner
-        .compact(&mut Work::dictionary(t, &mut state.next_string), &rec, split)?;
+        .compact(&mut Work::dictionary(t, &mut state.next_string), rec, split)?;
     let seq = state.next_seq;
     state.next_seq += 1;
     let entry = Entry {
@@ -580,23 +620,20 @@ fn insert_event(
     w.postings
         .change(cluster, None, Some((state.segment, &compact.dims(), entry)));
     state.segment_events += 1;
-    t.events.insert(seq, encode(&compact).as_slice())?;
+    w.events.put(&t.events, seq, &compact)?;
     let dedup = DedupEntry {
         seq,
         count: compact.count,
         segment: state.segment,
     };
-    t.dedup.insert(key, dedup.to_bytes())?;
+    w.recent.insert(&mut t.dedup, key, dedup)?;
     Ok(occurrences)
 }
 
-fn load_event(t: &Tables<'_>, seq: u64) -> Result<CompactEvent> {
-    let Some(bytes) = t.events.get(seq)? else {
-        return Err(StoreError::Storage(format!(
-            "the dedup table points at missing event {seq}"
-        )));
-    };
-    Ok(decode(bytes.value())?)
+fn load_event(t: &Tables<'_>, w: &mut Work<'_>, seq: u64) -> Result<CompactEvent> {
+    w.events
+        .get(&t.events, seq)?
+        .ok_or_else(|| StoreError::Storage(format!("the dedup table points at missing event {seq}")))
 }
 
 /// Applies a re-sent event with a higher count: only the difference is
@@ -607,13 +644,12 @@ fn update_event(
     w: &mut Work<'_>,
     key: DedupKey,
     found: DedupEntry,
-    ev: PreparedEvent,
+    ev: &mut PreparedEvent,
 ) -> Result<u64> {
-    let old = load_event(t, found.seq)?;
+    let old = load_event(t, w, found.seq)?;
     let delta = u64::from(ev.rec.count - found.count);
-    let PreparedEvent {
-        rec: mut fresh, split, ..
-    } = ev;
+    let split = std::mem::take(&mut ev.split);
+    let fresh = &mut ev.rec;
     fresh.cluster = old.cluster;
     let newer = fresh.last_seen_us >= old.last_seen_us();
     if !newer {
@@ -633,14 +669,14 @@ fn update_event(
     rec.last_after_first_us = fresh.last_seen_us.max(old.last_seen_us()) - old.first_seen_us;
     rec.severity = old.severity.max(fresh.severity);
     if newer {
-        let latest = w.interner.compact(&mut dict, &fresh, split)?;
+        let latest = w.interner.compact(&mut dict, fresh, split)?;
         rec.template = latest.template;
         rec.args = latest.args;
         rec.node = latest.node.or(old.node);
         rec.logs = latest.logs.or(old.logs.clone());
     }
     if let Some(inc) = w.incidents.get_or_load(t, rec.incident)? {
-        incidents::absorb(inc, &fresh, delta, false);
+        incidents::absorb(inc, fresh, delta, false);
     }
     let before = Entry {
         ts_us: old.last_seen_us(),
@@ -658,13 +694,13 @@ fn update_event(
     if found.segment != state.segment {
         state.segment_events += 1;
     }
-    t.events.insert(found.seq, encode(&rec).as_slice())?;
+    w.events.put(&t.events, found.seq, &rec)?;
     let moved = DedupEntry {
         seq: found.seq,
         count: rec.count,
         segment: state.segment,
     };
-    t.dedup.insert(key, moved.to_bytes())?;
+    w.recent.insert(&mut t.dedup, key, moved)?;
     Ok(delta)
 }
 
@@ -674,18 +710,16 @@ fn update_event(
 /// its entries are no longer in `segment`'s lists as written on disk).
 pub(super) fn delete_event(t: &mut Tables<'_>, w: &mut Work<'_>, segment: u32, entry: Entry) -> Result<Option<u32>> {
     let seq = entry.seq;
-    let Some(bytes) = t.events.get(seq)? else {
+    let Some(ev) = w.events.get(&t.events, seq)? else {
         return Ok(None);
     };
-    let ev: CompactEvent = decode(bytes.value())?;
-    drop(bytes);
     let key = dedup_key(ev.cluster, ev.first_seen_us, &ev.uid.text());
-    let current = t.dedup.get(key)?.map(|v| DedupEntry::from_bytes(v.value()));
+    let current = w.recent.get(&t.dedup, key)?;
     if ev.last_seen_us() != entry.ts_us || current.is_some_and(|c| c.segment != segment) {
         return Ok(None);
     }
-    t.events.remove(seq)?;
-    t.dedup.remove(key)?;
+    w.events.remove(&t.events, seq)?;
+    w.recent.remove(&mut t.dedup, key)?;
     w.postings.change(ev.cluster, Some((segment, &ev.dims(), entry)), None);
     Ok(Some(ev.cluster))
 }
