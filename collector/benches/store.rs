@@ -120,8 +120,43 @@ async fn main() {
             size / next
         );
     }
+    print_query_times(&store).await;
     drop(store);
     print_table_sizes(&dir.path().join("s.redb"), total);
+}
+
+/// Store-level query latency (no HTTP, no JSON), to tell the store's share
+/// of the collector benchmark's query figures.
+async fn print_query_times(store: &Store) {
+    use podwarn_collector::store::EventQuery;
+    let queries = [
+        (
+            "newest 100",
+            EventQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        ),
+        (
+            "namespace, page of 100",
+            EventQuery {
+                namespace: Some("team-7".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, q) in queries {
+        let mut times = Vec::new();
+        for _ in 0..200 {
+            let started = Instant::now();
+            let page = store.events(q.clone()).await.unwrap();
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(page.items.len(), 100);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("store query {name}: p50 {:.2} ms, p99 {:.2} ms", times[100], times[197]);
+    }
 }
 
 /// What each table takes, per stored event: the file grows in large steps,

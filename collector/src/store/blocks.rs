@@ -29,36 +29,59 @@ const ZSTD_LEVEL: i32 = 1;
 /// No block decompresses to more than this (a damaged header could claim anything).
 const MAX_BLOCK_BYTES: u64 = 256 << 20;
 
-/// The plain form (`[1][slot]*`) of a block as stored.
+/// The slots of a block as stored (after its format byte, decompressed).
 fn unseal(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
     match stored.split_first() {
+        Some((&BLOCK_FORMAT, slots)) => Ok(std::borrow::Cow::Borrowed(slots)),
         Some((&BLOCK_FORMAT_ZSTD, z)) => {
             let size = zstd::zstd_safe::get_frame_content_size(z)
                 .ok()
                 .flatten()
                 .filter(|&n| n <= MAX_BLOCK_BYTES)
                 .ok_or_else(|| DecodeError::format(BLOCK_FORMAT_ZSTD))?;
-            let mut plain = Vec::with_capacity(size as usize + 1);
-            plain.push(BLOCK_FORMAT);
-            let body = zstd::bulk::decompress(z, size as usize).map_err(|_| DecodeError::format(BLOCK_FORMAT_ZSTD))?;
-            plain.extend_from_slice(&body);
-            Ok(std::borrow::Cow::Owned(plain))
+            // Setting up a decompression context costs more than a block
+            // takes to decompress: one per thread, reused.
+            thread_local! {
+                static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
+            let mut slots = Vec::with_capacity(size as usize);
+            let written = CONTEXT.with_borrow_mut(|context| {
+                if context.is_none() {
+                    *context = zstd::bulk::Decompressor::new().ok();
+                }
+                context.as_mut()?.decompress_to_buffer(z, &mut slots).ok()
+            });
+            match written {
+                Some(n) if n as u64 == size => Ok(std::borrow::Cow::Owned(slots)),
+                _ => Err(DecodeError::format(BLOCK_FORMAT_ZSTD)),
+            }
         }
-        _ => Ok(std::borrow::Cow::Borrowed(stored)),
+        Some((&other, _)) => Err(DecodeError::format(other)),
+        None => Err(DecodeError::truncated()),
     }
 }
 
-/// The stored form of a plain block: compressed when that saves space.
-fn seal(plain: Vec<u8>) -> Vec<u8> {
-    if let Ok(z) = zstd::bulk::compress(&plain[1..], ZSTD_LEVEL)
-        && z.len() + 1 < plain.len()
-    {
-        let mut out = Vec::with_capacity(z.len() + 1);
-        out.push(BLOCK_FORMAT_ZSTD);
-        out.extend_from_slice(&z);
-        return out;
+/// The stored form of a block's slots: compressed when that saves space.
+fn seal(slots: &[u8]) -> Vec<u8> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
     }
-    plain
+    let compressed = CONTEXT.with_borrow_mut(|context| {
+        if context.is_none() {
+            *context = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        context.as_mut()?.compress(slots).ok()
+    });
+    let (format, body) = match &compressed {
+        Some(z) if z.len() < slots.len() => (BLOCK_FORMAT_ZSTD, z.as_slice()),
+        _ => (BLOCK_FORMAT, slots),
+    };
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(format);
+    out.extend_from_slice(body);
+    out
 }
 
 fn block_of(seq: u64) -> (u64, usize) {
@@ -66,14 +89,9 @@ fn block_of(seq: u64) -> (u64, usize) {
     (seq / BLOCK, (seq % BLOCK) as usize)
 }
 
-/// The record bytes of `slot` in an encoded block, if it holds one.
-fn slot_bytes(block: &[u8], slot: usize) -> Result<Option<&[u8]>, DecodeError> {
-    let Some((&format, mut rest)) = block.split_first() else {
-        return Err(DecodeError::truncated());
-    };
-    if format != BLOCK_FORMAT {
-        return Err(DecodeError::format(format));
-    }
+/// The record bytes of `slot` in a block's slots, if it holds one.
+fn slot_bytes(slots: &[u8], slot: usize) -> Result<Option<&[u8]>, DecodeError> {
+    let mut rest = slots;
     for at in 0..=slot {
         if rest.is_empty() {
             return Ok(None);
@@ -98,30 +116,57 @@ fn read_len(bytes: &[u8]) -> Result<(usize, &[u8]), DecodeError> {
     Ok((value, rest))
 }
 
-/// Reads one event from a table of blocks (a reader's or the writer's).
-pub fn read(table: &impl ReadableTable<u64, &'static [u8]>, seq: u64) -> super::Result<Option<CompactEvent>> {
-    let (block, slot) = block_of(seq);
-    let Some(row) = table.get(block)? else {
-        return Ok(None);
-    };
-    let plain = unseal(row.value())?;
-    Ok(slot_bytes(&plain, slot)?.map(decode).transpose()?)
+/// Blocks a [`Reader`] keeps decompressed.
+const READER_BLOCKS: usize = 8;
+
+/// Reads the events of one query, decompressing each block once: a page
+/// of the newest events lies in one or two blocks.
+pub struct Reader<'a, T> {
+    table: &'a T,
+    /// Most recently read last.
+    recent: Vec<(u64, Vec<u8>)>,
+}
+
+impl<'a, T: ReadableTable<u64, &'static [u8]>> Reader<'a, T> {
+    pub fn new(table: &'a T) -> Self {
+        Self {
+            table,
+            recent: Vec::with_capacity(READER_BLOCKS),
+        }
+    }
+
+    /// The event stored at `seq`.
+    pub fn read(&mut self, seq: u64) -> super::Result<Option<CompactEvent>> {
+        let (block, slot) = block_of(seq);
+        let at = match self.recent.iter().position(|(n, _)| *n == block) {
+            Some(at) => at,
+            None => {
+                let Some(row) = self.table.get(block)? else {
+                    return Ok(None);
+                };
+                let slots = unseal(row.value())?.into_owned();
+                if self.recent.len() == READER_BLOCKS {
+                    self.recent.remove(0);
+                }
+                self.recent.push((block, slots));
+                self.recent.len() - 1
+            }
+        };
+        Ok(slot_bytes(&self.recent[at].1, slot)?.map(decode).transpose()?)
+    }
 }
 
 /// One block being changed, its records still encoded.
 #[derive(Default)]
 struct Block {
     slots: Vec<Option<Vec<u8>>>,
+    /// Changed since it was read: written back at the end of the transaction.
+    dirty: bool,
 }
 
 impl Block {
     fn parse(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let Some((&format, mut rest)) = bytes.split_first() else {
-            return Err(DecodeError::truncated());
-        };
-        if format != BLOCK_FORMAT {
-            return Err(DecodeError::format(format));
-        }
+        let mut rest = bytes;
         let mut slots = Vec::with_capacity(BLOCK as usize);
         while !rest.is_empty() && slots.len() < BLOCK as usize {
             let (tag, after) = read_len(rest)?;
@@ -135,13 +180,12 @@ impl Block {
         while slots.last().is_some_and(Option::is_none) {
             slots.pop();
         }
-        Ok(Self { slots })
+        Ok(Self { slots, dirty: false })
     }
 
     fn encode(&self) -> Vec<u8> {
         let size: usize = self.slots.iter().map(|s| s.as_ref().map_or(1, |r| r.len() + 3)).sum();
-        let mut out = Vec::with_capacity(1 + size);
-        out.push(BLOCK_FORMAT);
+        let mut out = Vec::with_capacity(size);
         for slot in &self.slots {
             match slot {
                 Some(record) => {
@@ -155,6 +199,7 @@ impl Block {
     }
 
     fn set(&mut self, slot: usize, record: Option<Vec<u8>>) {
+        self.dirty = true;
         if self.slots.len() <= slot {
             if record.is_none() {
                 return;
@@ -200,10 +245,9 @@ impl Pending {
         seq: u64,
     ) -> super::Result<Option<CompactEvent>> {
         let (block, slot) = block_of(seq);
-        if let Some(b) = self.blocks.get(&block) {
-            return Ok(b.slots.get(slot).and_then(Option::as_deref).map(decode).transpose()?);
-        }
-        read(table, seq)
+        // Kept: an event read is usually an event about to be rewritten.
+        let b = Self::block(&mut self.blocks, table, block)?;
+        Ok(b.slots.get(slot).and_then(Option::as_deref).map(decode).transpose()?)
     }
 
     /// Stores (or replaces) the event at `seq`.
@@ -233,11 +277,11 @@ impl Pending {
     pub fn flush(self, table: &mut redb::Table<'_, u64, &'static [u8]>) -> super::Result<()> {
         let mut blocks: Vec<_> = self.blocks.into_iter().collect();
         blocks.sort_unstable_by_key(|(n, _)| *n);
-        for (n, block) in blocks {
+        for (n, block) in blocks.into_iter().filter(|(_, b)| b.dirty) {
             if block.slots.is_empty() {
                 table.remove(n)?;
             } else {
-                table.insert(n, seal(block.encode()).as_slice())?;
+                table.insert(n, seal(&block.encode()).as_slice())?;
             }
         }
         Ok(())
@@ -271,7 +315,7 @@ mod tests {
             }
             let reparsed = Block::parse(&encoded).unwrap();
             prop_assert_eq!(reparsed.encode(), encoded.clone());
-            let sealed = seal(encoded.clone());
+            let sealed = seal(&encoded);
             let unsealed = unseal(&sealed).unwrap();
             prop_assert_eq!(unsealed.as_ref(), encoded.as_slice());
         }
@@ -280,6 +324,9 @@ mod tests {
         fn a_damaged_block_is_an_error_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), slot in 0usize..64) {
             let _ = slot_bytes(&bytes, slot);
             let _ = Block::parse(&bytes);
+            let mut zstd_framed = vec![BLOCK_FORMAT_ZSTD];
+            zstd_framed.extend_from_slice(&bytes);
+            let _ = unseal(&zstd_framed);
             if let Ok(plain) = unseal(&bytes) {
                 let _ = slot_bytes(&plain, slot);
             }
@@ -293,7 +340,7 @@ mod tests {
         };
         let slots: Vec<_> = (0..64).map(|i| Some(record(i))).collect();
         let plain = block_of_slots(&slots).encode();
-        let sealed = seal(plain.clone());
+        let sealed = seal(&plain);
         assert_eq!(sealed[0], BLOCK_FORMAT_ZSTD);
         assert!(sealed.len() * 3 < plain.len(), "{} of {}", sealed.len(), plain.len());
         // A damaged frame is refused, not misread.
@@ -306,7 +353,7 @@ mod tests {
 
     #[test]
     fn a_block_of_another_format_is_refused_by_its_format() {
-        let err = slot_bytes(&[9, 1], 0).unwrap_err();
+        let err = unseal(&[9, 1]).unwrap_err();
         assert!(err.to_string().contains("format 9"), "{err}");
     }
 }

@@ -485,12 +485,13 @@ pub(super) fn events(txn: &ReadTransaction, q: &EventQuery, strings: &Resolver) 
     let Some(filters) = IdFilters::of(&dictionary, q)? else {
         return Ok(empty);
     };
+    let mut events = super::blocks::Reader::new(&events);
     let hi = upper(q.until_us, q.after);
     let lo_ts = q.since_us.unwrap_or(i64::MIN);
     let mut items = Vec::new();
     let mut last_item = None;
     let (exhausted, last_seen) = walk_postings(txn, &ids, filters.dimension(q.incident), (lo_ts, hi), |pos| {
-        let Some(stored) = super::blocks::read(&events, pos.id)? else {
+        let Some(stored) = events.read(pos.id)? else {
             return Ok(true);
         };
         if filters.matches(q, &stored) {
