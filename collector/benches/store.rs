@@ -111,13 +111,16 @@ async fn main() {
         }
         let secs = started.elapsed().as_secs_f64();
         next += round;
-        let size = std::fs::metadata(dir.path().join("s.redb")).unwrap().len();
+        let meta = std::fs::metadata(dir.path().join("s.redb")).unwrap();
+        let size = meta.len();
+        let on_disk = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
         println!(
-            "store ingest at {next}: {:.0} events/s, {:.4} CPU-s per 1000 events ({:.4} in the writer thread), {} bytes/event",
+            "store ingest at {next}: {:.0} events/s, {:.4} CPU-s per 1000 events ({:.4} in the writer thread), {} bytes/event (file length), {} on disk",
             round as f64 / secs,
             (harness::cpu_seconds(std::process::id()) - cpu) * 1000.0 / round as f64,
             (writer_cpu_seconds() - writer_cpu) * 1000.0 / round as f64,
-            size / next
+            size / next,
+            on_disk / next
         );
     }
     print_query_times(&store).await;
