@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 const BIN: &str = env!("CARGO_BIN_EXE_podwarn-collector");
 const BATCH: usize = 1000;
-const SENDERS: usize = 8;
+const SENDERS: usize = 16;
 /// Events per second of event time: 10M events span about 55 hours.
 const EVENTS_PER_SECOND: u64 = 50;
 

@@ -9,7 +9,7 @@
 //! slot (deleted, or never written), else `len + 1` followed by the record's
 //! bytes ([`super::schema::encode`]d). Trailing empty slots are not written;
 //! a block with no record left is removed. Stored, a block is usually
-//! `[2][zstd of the slots]`: neighbouring events share names and words, and
+//! `[2][LZ4 of the slots]`: neighbouring events share names and words, and
 //! compressing them together is what brings an event under 300 bytes on disk.
 
 use super::compact::CompactEvent;
@@ -23,38 +23,28 @@ pub const EVENT_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("even
 /// Sequence numbers per block.
 pub const BLOCK: u64 = 64;
 const BLOCK_FORMAT: u8 = 1;
-const BLOCK_FORMAT_ZSTD: u8 = 2;
-/// zstd's fastest level: the writer thread compresses every block it changes.
-const ZSTD_LEVEL: i32 = 1;
+/// LZ4 block format behind its decompressed size (u32, little-endian).
+/// LZ4 rather than zstd: on these records it compresses as well, and a
+/// query decompresses a block for every event it lists.
+const BLOCK_FORMAT_LZ4: u8 = 2;
 /// No block decompresses to more than this (a damaged header could claim anything).
-const MAX_BLOCK_BYTES: u64 = 256 << 20;
+const MAX_BLOCK_BYTES: u64 = 64 << 20;
 
 /// The slots of a block as stored (after its format byte, decompressed).
 fn unseal(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
     match stored.split_first() {
         Some((&BLOCK_FORMAT, slots)) => Ok(std::borrow::Cow::Borrowed(slots)),
-        Some((&BLOCK_FORMAT_ZSTD, z)) => {
-            let size = zstd::zstd_safe::get_frame_content_size(z)
-                .ok()
-                .flatten()
-                .filter(|&n| n <= MAX_BLOCK_BYTES)
-                .ok_or_else(|| DecodeError::format(BLOCK_FORMAT_ZSTD))?;
-            // Setting up a decompression context costs more than a block
-            // takes to decompress: one per thread, reused.
-            thread_local! {
-                static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-                    const { std::cell::RefCell::new(None) };
+        Some((&BLOCK_FORMAT_LZ4, z)) => {
+            let damaged = || DecodeError::format(BLOCK_FORMAT_LZ4);
+            let (size, body) = z.split_first_chunk::<4>().ok_or_else(damaged)?;
+            let size = u64::from(u32::from_le_bytes(*size));
+            if size > MAX_BLOCK_BYTES {
+                return Err(damaged());
             }
-            let mut slots = Vec::with_capacity(size as usize);
-            let written = CONTEXT.with_borrow_mut(|context| {
-                if context.is_none() {
-                    *context = zstd::bulk::Decompressor::new().ok();
-                }
-                context.as_mut()?.decompress_to_buffer(z, &mut slots).ok()
-            });
-            match written {
-                Some(n) if n as u64 == size => Ok(std::borrow::Cow::Owned(slots)),
-                _ => Err(DecodeError::format(BLOCK_FORMAT_ZSTD)),
+            let mut slots = vec![0; size as usize];
+            match lz4_flex::block::decompress_into(body, &mut slots) {
+                Ok(n) if n as u64 == size => Ok(std::borrow::Cow::Owned(slots)),
+                _ => Err(damaged()),
             }
         }
         Some((&other, _)) => Err(DecodeError::format(other)),
@@ -64,19 +54,11 @@ fn unseal(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
 
 /// The stored form of a block's slots: compressed when that saves space.
 fn seal(slots: &[u8]) -> Vec<u8> {
-    thread_local! {
-        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    let compressed = CONTEXT.with_borrow_mut(|context| {
-        if context.is_none() {
-            *context = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
-        }
-        context.as_mut()?.compress(slots).ok()
-    });
-    let (format, body) = match &compressed {
-        Some(z) if z.len() < slots.len() => (BLOCK_FORMAT_ZSTD, z.as_slice()),
-        _ => (BLOCK_FORMAT, slots),
+    let z = lz4_flex::block::compress_prepend_size(slots);
+    let (format, body) = if z.len() < slots.len() {
+        (BLOCK_FORMAT_LZ4, z.as_slice())
+    } else {
+        (BLOCK_FORMAT, slots)
     };
     let mut out = Vec::with_capacity(body.len() + 1);
     out.push(format);
@@ -324,9 +306,9 @@ mod tests {
         fn a_damaged_block_is_an_error_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), slot in 0usize..64) {
             let _ = slot_bytes(&bytes, slot);
             let _ = Block::parse(&bytes);
-            let mut zstd_framed = vec![BLOCK_FORMAT_ZSTD];
-            zstd_framed.extend_from_slice(&bytes);
-            let _ = unseal(&zstd_framed);
+            let mut lz4_framed = vec![BLOCK_FORMAT_LZ4];
+            lz4_framed.extend_from_slice(&bytes);
+            let _ = unseal(&lz4_framed);
             if let Ok(plain) = unseal(&bytes) {
                 let _ = slot_bytes(&plain, slot);
             }
@@ -341,7 +323,7 @@ mod tests {
         let slots: Vec<_> = (0..64).map(|i| Some(record(i))).collect();
         let plain = block_of_slots(&slots).encode();
         let sealed = seal(&plain);
-        assert_eq!(sealed[0], BLOCK_FORMAT_ZSTD);
+        assert_eq!(sealed[0], BLOCK_FORMAT_LZ4);
         assert!(sealed.len() * 3 < plain.len(), "{} of {}", sealed.len(), plain.len());
         // A damaged frame is refused, not misread.
         let mut damaged = sealed.clone();
