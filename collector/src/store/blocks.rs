@@ -74,28 +74,28 @@ fn block_of(seq: u64) -> (u64, usize) {
 /// The record bytes of `slot` in a block's slots, if it holds one.
 fn slot_bytes(slots: &[u8], slot: usize) -> Result<Option<&[u8]>, DecodeError> {
     let mut rest = slots;
-    for at in 0..=slot {
+    for _ in 0..slot {
         if rest.is_empty() {
             return Ok(None);
         }
-        let (tag, after) = read_len(rest)?;
-        let len = tag.saturating_sub(1);
-        if after.len() < len {
-            return Err(DecodeError::truncated());
-        }
-        if at == slot {
-            return Ok((tag > 0).then(|| &after[..len]));
-        }
-        rest = &after[len..];
+        take_slot(&mut rest)?;
     }
-    Ok(None)
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    take_slot(&mut rest)
 }
 
-fn read_len(bytes: &[u8]) -> Result<(usize, &[u8]), DecodeError> {
-    let mut rest = bytes;
-    let value = get_varint(&mut rest).ok_or_else(DecodeError::truncated)?;
-    let value = usize::try_from(value).map_err(|_| DecodeError::truncated())?;
-    Ok((value, rest))
+/// Takes one slot off the front of `rest`: its record, or `None` if empty.
+fn take_slot<'a>(rest: &mut &'a [u8]) -> Result<Option<&'a [u8]>, DecodeError> {
+    let tag = get_varint(rest).ok_or_else(DecodeError::truncated)?;
+    let len = usize::try_from(tag.saturating_sub(1)).map_err(|_| DecodeError::truncated())?;
+    if rest.len() < len {
+        return Err(DecodeError::truncated());
+    }
+    let (record, tail) = rest.split_at(len);
+    *rest = tail;
+    Ok((tag > 0).then_some(record))
 }
 
 /// Blocks a [`Reader`] keeps decompressed.
@@ -151,13 +151,7 @@ impl Block {
         let mut rest = bytes;
         let mut slots = Vec::with_capacity(BLOCK as usize);
         while !rest.is_empty() && slots.len() < BLOCK as usize {
-            let (tag, after) = read_len(rest)?;
-            let len = tag.saturating_sub(1);
-            if after.len() < len {
-                return Err(DecodeError::truncated());
-            }
-            slots.push((tag > 0).then(|| after[..len].to_vec()));
-            rest = &after[len..];
+            slots.push(take_slot(&mut rest)?.map(<[u8]>::to_vec));
         }
         while slots.last().is_some_and(Option::is_none) {
             slots.pop();
@@ -241,9 +235,6 @@ impl Pending {
     ) -> super::Result<()> {
         let (block, slot) = block_of(seq);
         let record = encode(event);
-        // A block nobody wrote yet need not be looked up: sequence numbers
-        // are handed out once, so a new event's block either is in memory
-        // already or is on disk with lower slots only.
         Self::block(&mut self.blocks, table, block)?.set(slot, Some(record));
         Ok(())
     }
