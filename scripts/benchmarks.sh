@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked --bins
+cargo build --profile agent --locked -p podwarn-agent --bin podwarn-agent
 cargo bench --locked -p podwarn-collector --bench collector
 cargo bench --locked -p podwarn-testkit --bench agent
 cargo bench --locked -p podwarn-testkit --bench load

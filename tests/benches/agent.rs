@@ -1,10 +1,10 @@
 //! Agent cost and latency: CPU seconds per 1 000 events and resident memory
 //! at 100, 1 000 and 10 000 warning events/s and idle, whether the agent
 //! keeps up, and the event-to-queryable latency with default batching, for
-//! the release `podwarn-agent` against the simulator and the release
-//! collector.
+//! `podwarn-agent` as its image ships it (the `agent` profile) against the
+//! simulator and the release collector.
 //!
-//! `cargo build --release --bins && cargo bench -p podwarn-testkit --bench agent`.
+//! `cargo build --release --bins && cargo build --profile agent -p podwarn-agent && cargo bench -p podwarn-testkit --bench agent`.
 //! Writes its section of `docs/BENCHMARKS.md`.
 
 use podwarn_testkit::harness::{self, Agent};
@@ -211,6 +211,14 @@ async fn main() {
         return;
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let pinned = tempfile::tempdir().expect("a folder for the binaries");
+    harness::pin_binaries_from(
+        pinned.path(),
+        &[
+            ("podwarn-agent", harness::shipped_agent()),
+            ("podwarn-collector", harness::binary("podwarn-collector")),
+        ],
+    );
     // The agent's own defaults (batching, stale bound), not the tests' quick ones.
     let pipeline = Pipeline::start(&["--batch-interval", "500ms", "--stale-watch-after", "10m"]).await;
     let agent = pipeline.agent.as_ref().expect("agent running");
@@ -287,8 +295,8 @@ async fn main() {
     );
     let section = format!(
         "## Agent: CPU, memory and latency\n\n\
-         Command: `cargo build --release --bins && cargo bench -p podwarn-testkit --bench agent`.\n\
-         Release `podwarn-agent` with its default flags (batches of up to 1 000 events or 500 ms) watching the\n\
+         Command: `cargo build --release --bins && cargo build --profile agent -p podwarn-agent && cargo bench -p podwarn-testkit --bench agent`.\n\
+         `podwarn-agent` as its image ships it (the `agent` profile: fat LTO, optimised for size) with its default flags (batches of up to 1 000 events or 500 ms) watching the\n\
          simulator's `storm` scenario (256 failing Pods; warning events new and repeated, restarts, crash logs),\n\
          enriching, classifying and shipping to the release collector, all on this machine ({machine}; load\n\
          average at start {load}); each rate runs {window} s after a {warm} s warm-up. An event is one Event\n\

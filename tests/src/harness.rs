@@ -24,13 +24,44 @@ static PINNED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 /// # Panics
 /// When a binary is not built or cannot be copied.
 pub fn pin_binaries(dir: &Path) {
+    pin_binaries_from(
+        dir,
+        &[
+            ("podwarn-agent", binary("podwarn-agent")),
+            ("podwarn-collector", binary("podwarn-collector")),
+        ],
+    );
+}
+
+/// Like [`pin_binaries`], with each binary copied from the path given.
+///
+/// # Panics
+/// When a binary cannot be copied.
+pub fn pin_binaries_from(dir: &Path, binaries: &[(&str, PathBuf)]) {
     PINNED.get_or_init(|| {
         std::fs::create_dir_all(dir).expect("create the pinned binaries folder");
-        for name in ["podwarn-agent", "podwarn-collector"] {
-            std::fs::copy(binary(name), dir.join(name)).expect("copy a binary to pin it");
+        for (name, from) in binaries {
+            std::fs::copy(from, dir.join(name)).expect("copy a binary to pin it");
         }
         dir.to_owned()
     });
+}
+
+/// `podwarn-agent` as its image ships it: the `agent` profile.
+///
+/// # Panics
+/// When it has not been built, with the command that builds it.
+pub fn shipped_agent() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/agent/podwarn-agent
+    let target = exe.ancestors().nth(3).expect("target directory");
+    let path = target.join("agent").join("podwarn-agent");
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --profile agent -p podwarn-agent`",
+        path.display()
+    );
+    path
 }
 
 /// The path of a workspace binary (`podwarn-agent`, `podwarn-collector`).
