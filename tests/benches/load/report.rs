@@ -261,8 +261,8 @@ impl Report<'_> {
              asks, one query at a time with 100 ms pauses, for the four queries below. The probe doubles the offered load\n\
              from {start} records/s every {step} s until the acknowledged rate falls under {keep:.0} % of it; the hold offers\n\
              {share:.0} % of the best acknowledged rate for {hold:.0} s, cutting the offer by 15 % whenever the backlog exceeds\n\
-             {backlog:.0} s of it. Machine: {machine}, **shared with other builds and tests while it ran** (load average\n\
-             {lb} before, {la} after), so the numbers are a floor. Data directory on {fs}; the collector runs with\n\
+             {backlog:.0} s of it. Machine: {machine} (load average {lb} before, {la} after: the test's own\n\
+             processes raise it; a busy machine lowers the numbers). Data directory on {fs}; the collector runs with\n\
              `--cache-size {cache}` (its store file was {store_hold} MiB when the hold began), otherwise defaults; binary\n\
              {build}. Measured {date}; the whole run took {run:.0} s.\n\n\
              | measure | result |\n|---|---|\n\
