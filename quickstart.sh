@@ -49,7 +49,14 @@ mkdir -p "$DATA"
 "$BIN/podwarn-collector" serve --data-dir "$DATA" --listen "$LISTEN" > "$STATE/collector.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do [ -f "$DATA/serve.json" ] && break; sleep 0.1; done
-[ -f "$DATA/serve.json" ] || { echo "the collector did not start; see $STATE/collector.log" >&2; exit 1; }
+if [ ! -f "$DATA/serve.json" ]; then
+  echo "the collector did not start ($STATE/collector.log):" >&2
+  tail -n 5 "$STATE/collector.log" >&2
+  if grep -q "written with schema" "$STATE/collector.log"; then
+    echo "the data in $STATE was written by another podwarn version: move it aside (mv $STATE $STATE.old) and run again" >&2
+  fi
+  exit 1
+fi
 
 if [ ! -f "$STATE/agent-$CLUSTER/tls.crt" ]; then
   "$BIN/podwarn-collector" cert issue --data-dir "$DATA" --cluster "$CLUSTER" --out "$STATE/agent-$CLUSTER" --ttl 30d
