@@ -20,7 +20,7 @@ use redb::{ReadableTable, Table};
 
 /// Bytes one remembered key costs, about: the key, its entry and the map's
 /// own overhead.
-pub const BYTES_PER_KEY: usize = 64;
+const BYTES_PER_KEY: usize = 64;
 
 type DedupTable<'t> = Table<'t, DedupKey, DedupValue>;
 
@@ -48,15 +48,20 @@ pub struct Recent {
 }
 
 impl Recent {
-    /// Remembers at most `capacity` keys.
+    /// Remembers at most `capacity` keys (at least one).
     pub fn new(capacity: usize) -> Self {
         Self {
             entries: HashMap::default(),
             floors: HashMap::default(),
             global_floor: 0,
             loaded: false,
-            capacity: capacity.max(16),
+            capacity: capacity.max(1),
         }
+    }
+
+    /// Remembers as many keys as an eighth of a page cache of `cache_bytes` holds.
+    pub fn for_cache(cache_bytes: usize) -> Self {
+        Self::new(cache_bytes / 8 / BYTES_PER_KEY)
     }
 
     /// Drops everything: the next lookup reads the floors from the table.
@@ -193,7 +198,6 @@ mod tests {
             let mut table = txn.open_table(DEDUP).unwrap();
             let mut model = BTreeMap::new();
             let mut recent = Recent::new(capacity);
-            recent.capacity = capacity;
             // Keys stored before the writer started, straight into the table.
             for op in before {
                 if let Op::Insert { cluster, ts, uid, count } = op {
@@ -222,7 +226,7 @@ mod tests {
                     }
                     Op::Forget => recent.forget(),
                 }
-                prop_assert!(recent.len() <= capacity.max(16));
+                prop_assert!(recent.len() <= capacity);
             }
         }
     }

@@ -15,8 +15,12 @@ pub(super) fn identity() -> AgentIdentity {
 }
 
 pub(super) async fn store_with_agent() -> (tempfile::TempDir, Store) {
+    store_with_agent_cached(DEFAULT_CACHE).await
+}
+
+async fn store_with_agent_cached(cache_bytes: usize) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let store = Store::open_with_cache(&dir.path().join("s.redb"), cache_bytes).unwrap();
     store
         .register_agent(AgentRecord {
             agent_id: "a1".into(),
@@ -186,8 +190,20 @@ async fn unknown_and_revoked_agents_are_refused_without_writing() {
 /// first; and again after retention and after reopening the file.
 #[tokio::test]
 async fn every_filter_lists_exactly_what_a_model_holds_across_segments_updates_and_retention() {
+    lists_exactly_what_a_model_holds(DEFAULT_CACHE).await;
+}
+
+/// The same with a page cache so small that the writer remembers only a
+/// couple of dedup keys and keeps forgetting the older half: every dedup
+/// answer then comes from memory and disk by turns (invariant 4).
+#[tokio::test]
+async fn every_filter_lists_exactly_what_a_model_holds_while_dedup_keys_are_forgotten() {
+    lists_exactly_what_a_model_holds(2 * 8 * 64).await;
+}
+
+async fn lists_exactly_what_a_model_holds(cache_bytes: usize) {
     use std::collections::BTreeMap;
-    let (dir, store) = store_with_agent().await;
+    let (dir, store) = store_with_agent_cached(cache_bytes).await;
     // uid → (namespace, pod, node, last_seen_s, count)
     type Row = (String, String, String, i64, u32);
     type Keep = Box<dyn Fn(&Row) -> bool>;
@@ -317,7 +333,7 @@ async fn every_filter_lists_exactly_what_a_model_holds_across_segments_updates_a
     // The writer thread lets go of the file once it sees the channel closed.
     let mut reopened = None;
     for _ in 0..100 {
-        match Store::open(&dir.path().join("s.redb")) {
+        match Store::open_with_cache(&dir.path().join("s.redb"), cache_bytes) {
             Ok(store) => {
                 reopened = Some(store);
                 break;

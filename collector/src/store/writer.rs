@@ -5,7 +5,7 @@ use super::blocks::{self, EVENT_BLOCKS};
 use super::compact::{CompactEvent, Dictionary, Interner, STRING_TEXT, STRINGS, join_message};
 use super::postings::{self, Entry, POSTINGS, Pending, PostingKey, SEGMENT_EVENTS, SEGMENTS, SegmentInfo};
 use super::prepare::{PreparedBatch, PreparedEvent};
-use super::recent::{self, Recent};
+use super::recent::Recent;
 use super::schema::*;
 use super::{Result, StoreError, now_us};
 use crate::incidents;
@@ -61,8 +61,7 @@ pub(super) fn start(
 ) -> Result<()> {
     let state = load_state(&db)?;
     let discard = discarder()?;
-    // The remembered dedup keys take an eighth of the page cache's budget.
-    let recent = Recent::new(opener.cache_bytes / 8 / recent::BYTES_PER_KEY);
+    let recent = Recent::for_cache(opener.cache_bytes);
     std::thread::Builder::new()
         .name("podwarn-store-writer".into())
         .spawn(move || run(db, rx, state, recent, discard, slot, opener))
