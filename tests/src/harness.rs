@@ -52,15 +52,23 @@ pub fn pin_binaries_from(dir: &Path, binaries: &[(&str, PathBuf)]) {
 /// # Panics
 /// When it has not been built, with the command that builds it.
 pub fn shipped_agent() -> PathBuf {
+    built(
+        "agent",
+        "podwarn-agent",
+        "`cargo build --profile agent -p podwarn-agent`",
+    )
+}
+
+/// `name` as built with `profile` (its folder under `target/`).
+///
+/// # Panics
+/// When it has not been built, naming `how` to build it.
+fn built(profile: &str, name: &str, how: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/agent/podwarn-agent
+    // target/<this profile>/deps/<test> → target/<profile>/<name>
     let target = exe.ancestors().nth(3).expect("target directory");
-    let path = target.join("agent").join("podwarn-agent");
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --profile agent -p podwarn-agent`",
-        path.display()
-    );
+    let path = target.join(profile).join(name);
+    assert!(path.exists(), "{} is not built: run {how}", path.display());
     path
 }
 
@@ -75,15 +83,16 @@ pub fn binary(name: &str) -> PathBuf {
         return pinned;
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (`cargo test --workspace` does)",
-        path.display()
-    );
-    path
+    let own = exe
+        .ancestors()
+        .nth(2)
+        .and_then(Path::file_name)
+        .expect("profile folder");
+    built(
+        &own.to_string_lossy(),
+        name,
+        "`cargo build --workspace --bins` (`cargo test --workspace` does)",
+    )
 }
 
 /// Reads a child's stdout until a line starting with `prefix`; returns the
