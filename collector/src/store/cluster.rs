@@ -6,7 +6,7 @@ use super::Result;
 use super::access::{AccessOutcome, Audit, PurgeOutcome, Refusal, not_found, put};
 use super::postings;
 use super::schema::*;
-use super::writer::{State, Tables, Work, delete_event, segment_events};
+use super::writer::{State, Tables, Work, delete_event, delete_incident, segment_events};
 use redb::ReadableTable;
 
 /// Most records one purge transaction deletes, so ingest never waits long.
@@ -121,23 +121,17 @@ pub(super) fn purge_step(
         return Ok(out);
     }
     let mut doomed = Vec::new();
-    for row in t.incident_index.range(lo.as_slice()..=hi.as_slice())? {
+    for row in t.incident_index.range(lo..=hi)? {
         if doomed.len() == PURGE_BUDGET {
             out.more = true;
             break;
         }
-        doomed.push(position_of(row?.0.value()));
+        doomed.push(position_of(&row?.0.value()));
     }
-    for (last_seen, incident) in doomed {
-        let Some(bytes) = t.incidents.remove(incident)? else {
-            continue;
-        };
-        let rec: IncidentRecord = decode(bytes.value())?;
-        drop(bytes);
-        for key in incident_entries(&rec, incident, last_seen) {
-            t.incident_index.remove(key.as_slice())?;
+    for (bucket, incident) in doomed {
+        if delete_incident(t, w, incident, bucket, None)? {
+            out.incidents += 1;
         }
-        out.incidents += 1;
     }
     if !out.more {
         t.clusters.remove(id)?;

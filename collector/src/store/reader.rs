@@ -224,23 +224,26 @@ fn upper(until_us: Option<i64>, after: Option<Position>) -> (i64, u64) {
     from_until.min(from_after)
 }
 
-/// One range being walked backwards, with the position it is at.
-type Head<'a> = (Option<Position>, std::iter::Rev<redb::Range<'a, &'static [u8], ()>>);
+/// One cluster's incident index range, walked backwards, with the entry
+/// (bucket, id) it is at.
+type Head<'a> = (
+    Option<(i64, u64)>,
+    std::iter::Rev<redb::Range<'a, IncidentIndexKey, ()>>,
+);
 
-/// Walks several key ranges newest first as one, calling `visit` with each
-/// position until it returns false or [`MAX_SCAN`] entries were seen.
-/// Returns whether the budget ran out, and the last position visited.
-fn merge_newest_first<'a>(
-    ranges: Vec<redb::Range<'a, &'static [u8], ()>>,
-    mut visit: impl FnMut(Position) -> Result<bool>,
-) -> Result<(bool, Option<Position>)> {
+/// Walks several incident index ranges newest bucket first as one, calling
+/// `visit` with the ids of one whole bucket at a time (from every range)
+/// until it returns false or [`MAX_SCAN`] entries were seen. A bucket is
+/// never split, so one past the budget is still read whole. Returns whether
+/// the budget ran out, and the last bucket visited.
+fn walk_buckets<'a>(
+    ranges: Vec<redb::Range<'a, IncidentIndexKey, ()>>,
+    mut visit: impl FnMut(&[u64]) -> Result<bool>,
+) -> Result<(bool, Option<i64>)> {
     let mut heads: Vec<Head<'a>> = ranges.into_iter().map(|r| (None, r.rev())).collect();
     let advance = |head: &mut Head<'a>| -> Result<()> {
         head.0 = match head.1.next() {
-            Some(row) => {
-                let (ts_us, id) = position_of(row?.0.value());
-                Some(Position { ts_us, id })
-            }
+            Some(row) => Some(position_of(&row?.0.value())),
             None => None,
         };
         Ok(())
@@ -248,28 +251,39 @@ fn merge_newest_first<'a>(
     for head in heads.iter_mut() {
         advance(head)?;
     }
-    let mut seen = 0;
-    let mut last = None;
+    let (mut seen, mut last, mut ids) = (0, None, Vec::new());
     loop {
-        let Some(best) = heads
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (p, _))| p.map(|p| (i, p)))
-            .max_by_key(|(_, p)| (p.ts_us, p.id))
-            .map(|(i, _)| i)
-        else {
+        let Some(bucket) = heads.iter().filter_map(|(at, _)| at.map(|(b, _)| b)).max() else {
             return Ok((false, last));
         };
-        if seen == MAX_SCAN {
+        if seen >= MAX_SCAN {
             return Ok((true, last));
         }
-        let position = heads[best].0.take().unwrap_or(Position { ts_us: 0, id: 0 });
-        seen += 1;
-        last = Some(position);
-        if !visit(position)? {
+        ids.clear();
+        for head in heads.iter_mut() {
+            while let Some((b, id)) = head.0
+                && b == bucket
+            {
+                ids.push(id);
+                advance(head)?;
+            }
+        }
+        seen += ids.len();
+        last = Some(bucket);
+        if !visit(&ids)? {
             return Ok((false, last));
         }
-        advance(&mut heads[best])?;
+    }
+}
+
+/// The newest incident-index bucket that may hold an incident before the
+/// exclusive bound `(ts, id)`.
+fn top_bucket(ts: i64, id: u64) -> i64 {
+    let bucket = incident_bucket(ts);
+    if (ts, id) > (bucket, 0) {
+        bucket
+    } else {
+        incident_bucket(ts.saturating_sub(1))
     }
 }
 
@@ -566,38 +580,49 @@ pub(super) fn incidents(txn: &ReadTransaction, q: &IncidentQuery) -> Result<Page
     } else {
         (Dim::Time, 0)
     };
+    let (lo, top) = (incident_bucket(lo_ts), top_bucket(hi_ts, hi_id));
     let mut ranges = Vec::with_capacity(ids.len());
-    for c in &ids {
-        let lo = index_key(dim, *c, value, lo_ts, 0);
-        let hi = index_key(dim, *c, value, hi_ts, hi_id);
-        if lo < hi {
-            ranges.push(index.range(lo.as_slice()..hi.as_slice())?);
+    if lo <= top {
+        for c in &ids {
+            ranges.push(index.range(index_key(dim, *c, value, lo, 0)..=index_key(dim, *c, value, top, u64::MAX))?);
         }
     }
     let mut items = Vec::new();
     let mut last_item = None;
-    let (exhausted, last_seen) = merge_newest_first(ranges, |pos| {
-        let Some(bytes) = table.get(pos.id)? else {
-            return Ok(true);
-        };
-        let rec: IncidentRecord = decode(bytes.value())?;
-        let active = incidents::is_active(rec.last_seen_us, q.now_us, q.active_window);
-        let matches = q.namespace.as_ref().is_none_or(|v| *v == rec.namespace)
-            && workload_matches(&q.workload, &rec.workload)
-            && q.incident_type.is_none_or(|t| t.code() == rec.incident_type)
-            && q.active.is_none_or(|a| a == active);
-        if matches {
-            if let Some(cluster) = clusters.get(&rec.cluster) {
-                items.push(incident_view(pos.id, rec, cluster, q.now_us, q.active_window));
+    let mut found = Vec::new();
+    let (exhausted, last_bucket) = walk_buckets(ranges, |bucket| {
+        // A bucket's entries are in id order: order them by the records' times.
+        found.clear();
+        for &id in bucket {
+            let Some(bytes) = table.get(id)? else { continue };
+            let rec: IncidentRecord = decode(bytes.value())?;
+            let at = (rec.last_seen_us, id);
+            if rec.last_seen_us >= lo_ts && at < (hi_ts, hi_id) {
+                found.push((at, rec));
             }
-            last_item = Some(pos);
         }
-        Ok(items.len() < q.limit)
+        found.sort_unstable_by_key(|(at, _)| std::cmp::Reverse(*at));
+        for ((ts_us, id), rec) in found.drain(..) {
+            let active = incidents::is_active(rec.last_seen_us, q.now_us, q.active_window);
+            let matches = q.namespace.as_ref().is_none_or(|v| *v == rec.namespace)
+                && workload_matches(&q.workload, &rec.workload)
+                && q.incident_type.is_none_or(|t| t.code() == rec.incident_type)
+                && q.active.is_none_or(|a| a == active);
+            if matches && let Some(cluster) = clusters.get(&rec.cluster) {
+                items.push(incident_view(id, rec, cluster, q.now_us, q.active_window));
+                last_item = Some(Position { ts_us, id });
+                if items.len() == q.limit {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     })?;
     let next = if items.len() == q.limit {
         last_item
     } else if exhausted {
-        last_seen
+        // Everything from the last bucket read on is done.
+        last_bucket.map(|ts_us| Position { ts_us, id: 0 })
     } else {
         None
     };

@@ -61,10 +61,14 @@ pub(super) fn start(
 ) -> Result<()> {
     let state = load_state(&db)?;
     let discard = discarder()?;
-    let recent = Recent::for_cache(opener.cache_bytes);
+    let caches = Caches {
+        interner: Interner::default(),
+        recent: Recent::for_cache(opener.cache_bytes),
+        incidents: Incidents::for_cache(opener.cache_bytes),
+    };
     std::thread::Builder::new()
         .name("podwarn-store-writer".into())
-        .spawn(move || run(db, rx, state, recent, discard, slot, opener))
+        .spawn(move || run(db, rx, state, caches, discard, slot, opener))
         .map_err(StoreError::storage)?;
     Ok(())
 }
@@ -181,7 +185,7 @@ pub(super) struct Tables<'t> {
     pub(super) strings: Table<'t, &'static str, u32>,
     pub(super) string_text: Table<'t, u32, &'static str>,
     pub(super) incidents: Table<'t, u64, &'static [u8]>,
-    pub(super) incident_index: Table<'t, &'static [u8], ()>,
+    pub(super) incident_index: Table<'t, IncidentIndexKey, ()>,
     pub(super) cluster_ids: Table<'t, &'static str, u32>,
     pub(super) clusters: Table<'t, u32, &'static [u8]>,
     pub(super) agents: Table<'t, &'static str, &'static [u8]>,
@@ -212,44 +216,126 @@ impl<'t> Tables<'t> {
     }
 }
 
-/// Incidents touched in one transaction: written once at the end.
-#[derive(Default)]
-struct IncidentCache {
-    /// id → (record, the last_seen its index entry has on disk, if any).
-    touched: HashMap<u64, (IncidentRecord, Option<i64>)>,
+/// Incident records as the writer last wrote them, kept between
+/// transactions: incidents are few next to events and a busy one is touched
+/// by nearly every commit, so reading and decoding it each time was a
+/// twentieth of the writer's work. Those changed in the transaction being
+/// built are written once, at its end.
+///
+/// Everything here is either committed or about to be: a failed commit
+/// clears it all ([`Incidents::forget`]), and records are read again.
+pub(super) struct Incidents {
+    known: HashMap<u64, Known>,
+    /// Ids changed in this transaction, each once.
+    dirty: Vec<u64>,
+    /// Most records kept between transactions.
+    capacity: usize,
 }
 
-impl IncidentCache {
-    fn get_or_load(&mut self, t: &Tables<'_>, id: u64) -> Result<Option<&mut IncidentRecord>> {
+struct Known {
+    rec: IncidentRecord,
+    /// The index bucket its entries have on disk, if any.
+    indexed: Option<i64>,
+    dirty: bool,
+}
+
+impl Incidents {
+    /// A cache taking about a sixteenth of `cache_bytes` (records are a few
+    /// hundred bytes; at least a thousand are kept).
+    pub(super) fn for_cache(cache_bytes: usize) -> Self {
+        Self {
+            known: HashMap::new(),
+            dirty: Vec::new(),
+            capacity: (cache_bytes / 16 / 512).max(1024),
+        }
+    }
+
+    /// The record of incident `id`, to change in this transaction.
+    fn get_mut(&mut self, t: &Tables<'_>, id: u64) -> Result<Option<&mut IncidentRecord>> {
         use std::collections::hash_map::Entry;
-        match self.touched.entry(id) {
-            Entry::Occupied(e) => Ok(Some(&mut e.into_mut().0)),
+        let known = match self.known.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let Some(bytes) = t.incidents.get(id)? else {
                     return Ok(None);
                 };
                 let rec: IncidentRecord = decode(bytes.value())?;
-                let ts = rec.last_seen_us;
-                Ok(Some(&mut e.insert((rec, Some(ts))).0))
+                let indexed = Some(incident_bucket(rec.last_seen_us));
+                e.insert(Known {
+                    rec,
+                    indexed,
+                    dirty: false,
+                })
             }
+        };
+        if !known.dirty {
+            known.dirty = true;
+            self.dirty.push(id);
+        }
+        Ok(Some(&mut known.rec))
+    }
+
+    /// Adds a new incident.
+    fn open(&mut self, id: u64, rec: IncidentRecord) {
+        let previous = self.known.insert(
+            id,
+            Known {
+                rec,
+                indexed: None,
+                dirty: true,
+            },
+        );
+        if !previous.is_some_and(|k| k.dirty) {
+            self.dirty.push(id);
         }
     }
 
-    fn flush(self, t: &mut Tables<'_>) -> Result<()> {
-        for (id, (rec, indexed)) in self.touched {
-            if indexed != Some(rec.last_seen_us) {
-                if let Some(old) = indexed {
-                    for key in incident_entries(&rec, id, old) {
-                        t.incident_index.remove(key.as_slice())?;
+    /// Notes that incident `id` and its index entries were deleted from the
+    /// tables. One changed in this same transaction is written again at its
+    /// end, as before the deletion; the others are forgotten.
+    pub(super) fn deleted(&mut self, id: u64) {
+        match self.known.get_mut(&id) {
+            Some(k) if k.dirty => k.indexed = None,
+            Some(_) => {
+                self.known.remove(&id);
+            }
+            None => {}
+        }
+    }
+
+    /// Writes the records changed in this transaction, moving their index
+    /// entries when their last occurrence moved to another bucket.
+    fn flush(&mut self, t: &mut Tables<'_>) -> Result<()> {
+        let mut buf = Vec::new();
+        for id in self.dirty.drain(..) {
+            let Some(k) = self.known.get_mut(&id) else { continue };
+            k.dirty = false;
+            let bucket = incident_bucket(k.rec.last_seen_us);
+            if k.indexed != Some(bucket) {
+                if let Some(old) = k.indexed {
+                    for key in incident_entries(&k.rec, id, old) {
+                        t.incident_index.remove(key)?;
                     }
                 }
-                for key in incident_entries(&rec, id, rec.last_seen_us) {
-                    t.incident_index.insert(key.as_slice(), ())?;
+                for key in incident_entries(&k.rec, id, bucket) {
+                    t.incident_index.insert(key, ())?;
                 }
+                k.indexed = Some(bucket);
             }
-            t.incidents.insert(id, encode(&rec).as_slice())?;
+            buf.clear();
+            encode_into(&mut buf, &k.rec);
+            t.incidents.insert(id, buf.as_slice())?;
+        }
+        if self.known.len() > self.capacity {
+            self.known.clear();
         }
         Ok(())
+    }
+
+    /// Drops everything: the transaction these records were changed in failed.
+    fn forget(&mut self) {
+        self.known.clear();
+        self.dirty.clear();
     }
 }
 
@@ -279,16 +365,34 @@ impl Reply {
     }
 }
 
+/// What the writer remembers of the store between transactions, to read
+/// less of it. Each may hold what a failed transaction wrote, so each is
+/// told to forget when a commit fails.
+struct Caches {
+    interner: Interner,
+    recent: Recent,
+    incidents: Incidents,
+}
+
+impl Caches {
+    fn forget(&mut self) {
+        // Ids handed out in the failed transaction may be handed out again,
+        // and the dedup keys and incidents it wrote are not stored.
+        self.interner.forget();
+        self.recent.forget();
+        self.incidents.forget();
+    }
+}
+
 fn run(
     mut db: Arc<redb::Database>,
     mut rx: mpsc::Receiver<Job>,
     mut state: State,
-    mut recent: Recent,
+    mut caches: Caches,
     discard: Discard,
     slot: Arc<super::DbSlot>,
     opener: super::Opener,
 ) {
-    let mut interner = Interner::default();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -298,13 +402,10 @@ fn run(
             }
         }
         let snapshot = state.clone();
-        let (replies, commit, done) = commit_group(&db, &mut state, &mut interner, &mut recent, group);
+        let (replies, commit, done) = commit_group(&db, &mut state, &mut caches, group);
         if commit.is_err() {
             state = snapshot;
-            // Ids handed out in the failed transaction may be handed out again,
-            // and dedup keys it wrote are not stored.
-            interner.forget();
-            recent.forget();
+            caches.forget();
             tracing::error!(error = %commit.as_ref().err().map(ToString::to_string).unwrap_or_default(), "store commit failed; the group was refused and nothing of it is stored");
         }
         for reply in replies {
@@ -395,8 +496,7 @@ fn refuse_waiting(rx: &mut mpsc::Receiver<Job>) {
 fn commit_group(
     db: &redb::Database,
     state: &mut State,
-    interner: &mut Interner,
-    recent: &mut Recent,
+    caches: &mut Caches,
     group: Vec<Job>,
 ) -> (Vec<Reply>, Result<()>, Vec<PreparedBatch>) {
     let started = std::time::Instant::now();
@@ -412,9 +512,9 @@ fn commit_group(
                 state.segment_events = 0;
             }
             let mut w = Work {
-                interner,
-                recent,
-                incidents: IncidentCache::default(),
+                interner: &mut caches.interner,
+                recent: &mut caches.recent,
+                incidents: &mut caches.incidents,
                 postings: Pending::default(),
                 events: blocks::Pending::default(),
             };
@@ -524,7 +624,7 @@ pub(super) fn check_agent(t: &Tables<'_>, identity: &AgentIdentity) -> Result<Ag
 pub(super) struct Work<'a> {
     pub(super) interner: &'a mut Interner,
     recent: &'a mut Recent,
-    incidents: IncidentCache,
+    pub(super) incidents: &'a mut Incidents,
     pub(super) postings: Pending,
     events: blocks::Pending,
 }
@@ -599,12 +699,12 @@ fn insert_event(
     rec.received_us = now;
     let id = rec.incident;
     let occurrences = u64::from(rec.count);
-    match w.incidents.get_or_load(t, id)? {
+    match w.incidents.get_mut(t, id)? {
         Some(inc) => incidents::absorb(inc, rec, occurrences, true),
         None => {
             let mut inc = incidents::open(rec, pattern);
             incidents::absorb(&mut inc, rec, occurrences, true);
-            w.incidents.touched.insert(id, (inc, None));
+            w.incidents.open(id, inc);
         }
     }
     let compact = w
@@ -674,7 +774,7 @@ fn update_event(
         rec.node = latest.node.or(old.node);
         rec.logs = latest.logs.or(old.logs.clone());
     }
-    if let Some(inc) = w.incidents.get_or_load(t, rec.incident)? {
+    if let Some(inc) = w.incidents.get_mut(t, rec.incident)? {
         incidents::absorb(inc, fresh, delta, false);
     }
     let before = Entry {
@@ -779,23 +879,43 @@ fn retention(t: &mut Tables<'_>, state: &mut State, w: &mut Work<'_>, cutoff_us:
         rec.events_stored = rec
             .events_stored
             .saturating_sub(deleted_per_cluster.get(id).copied().unwrap_or(0));
+        // Candidates up to the cutoff's bucket; each record decides.
         let lo = index_key(Dim::Time, *id, 0, i64::MIN, 0);
-        let hi = index_key(Dim::Time, *id, 0, cutoff_us, 0);
-        let mut doomed = Vec::new();
-        for row in t.incident_index.range(lo.as_slice()..hi.as_slice())? {
-            doomed.push(position_of(row?.0.value()));
+        let hi = index_key(Dim::Time, *id, 0, incident_bucket(cutoff_us), u64::MAX);
+        let mut candidates = Vec::new();
+        for row in t.incident_index.range(lo..=hi)? {
+            candidates.push(position_of(&row?.0.value()));
         }
-        for (last_seen, incident) in doomed {
-            let Some(bytes) = t.incidents.remove(incident)? else {
-                continue;
-            };
-            let rec: IncidentRecord = decode(bytes.value())?;
-            drop(bytes);
-            for key in incident_entries(&rec, incident, last_seen) {
-                t.incident_index.remove(key.as_slice())?;
+        for (bucket, incident) in candidates {
+            if delete_incident(t, w, incident, bucket, Some(cutoff_us))? {
+                out.incidents += 1;
             }
-            out.incidents += 1;
         }
     }
     Ok(out)
+}
+
+/// Deletes incident `id`, whose index entries are in `bucket`, if its last
+/// occurrence is older than `before` (always without it); returns whether
+/// it did.
+pub(super) fn delete_incident(
+    t: &mut Tables<'_>,
+    w: &mut Work<'_>,
+    id: u64,
+    bucket: i64,
+    before: Option<i64>,
+) -> Result<bool> {
+    let rec: IncidentRecord = match t.incidents.get(id)? {
+        Some(bytes) => decode(bytes.value())?,
+        None => return Ok(false),
+    };
+    if before.is_some_and(|before| rec.last_seen_us >= before) {
+        return Ok(false);
+    }
+    t.incidents.remove(id)?;
+    for key in incident_entries(&rec, id, bucket) {
+        t.incident_index.remove(key)?;
+    }
+    w.incidents.deleted(id);
+    Ok(true)
 }
