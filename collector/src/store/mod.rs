@@ -11,6 +11,7 @@ mod access_read;
 mod blocks;
 mod cluster;
 mod compact;
+mod dedup;
 mod postings;
 mod prepare;
 mod reader;

@@ -14,15 +14,13 @@
 //! never disagree; after a failed commit the writer calls [`Recent::forget`]
 //! and the floors are read again from what was committed.
 
-use super::schema::{DedupEntry, DedupKey, DedupValue};
+use super::dedup::{self, Changes, ChunkTable};
+use super::schema::{DedupEntry, DedupKey};
 use foldhash::HashMap;
-use redb::{ReadableTable, Table};
 
 /// Bytes one remembered key costs, about: the key, its entry and the map's
 /// own overhead.
 const BYTES_PER_KEY: usize = 64;
-
-type DedupTable<'t> = Table<'t, DedupKey, DedupValue>;
 
 /// The order-preserving time part of a dedup key.
 fn key_time(key: &DedupKey) -> u64 {
@@ -79,18 +77,9 @@ impl Recent {
     }
 
     /// Sets each cluster's floor just past its newest stored key.
-    fn load(&mut self, table: &DedupTable<'_>) -> super::Result<()> {
+    fn load(&mut self, table: &ChunkTable<'_>) -> super::Result<()> {
         let mut upper: Option<DedupKey> = None;
-        loop {
-            let last = match &upper {
-                None => table.last()?.map(|(k, _)| k.value()),
-                Some(below) => table
-                    .range::<DedupKey>(..*below)?
-                    .next_back()
-                    .transpose()?
-                    .map(|(k, _)| k.value()),
-            };
-            let Some(key) = last else { break };
+        while let Some(key) = dedup::last_below(table, upper)? {
             let cluster = key_cluster(&key);
             self.floors.insert(cluster, key_time(&key).saturating_add(1));
             let mut start = [0u8; 28];
@@ -101,23 +90,34 @@ impl Recent {
         Ok(())
     }
 
-    /// The stored entry of `key`.
-    pub fn get(&mut self, table: &DedupTable<'_>, key: DedupKey) -> super::Result<Option<DedupEntry>> {
+    /// The stored entry of `key`, counting the transaction's `changes`.
+    pub fn get(
+        &mut self,
+        table: &ChunkTable<'_>,
+        changes: &Changes,
+        key: DedupKey,
+    ) -> super::Result<Option<DedupEntry>> {
         if !self.loaded {
             self.load(table)?;
         }
         if key_time(&key) >= self.floor(key_cluster(&key)) {
             return Ok(self.entries.get(&key).copied());
         }
-        Ok(table.get(key)?.map(|v| DedupEntry::from_bytes(v.value())))
+        changes.get(table, key)
     }
 
-    /// Stores `entry` for `key`.
-    pub fn insert(&mut self, table: &mut DedupTable<'_>, key: DedupKey, entry: DedupEntry) -> super::Result<()> {
+    /// Stores `entry` for `key` (in the transaction's `changes`).
+    pub fn insert(
+        &mut self,
+        table: &ChunkTable<'_>,
+        changes: &mut Changes,
+        key: DedupKey,
+        entry: DedupEntry,
+    ) -> super::Result<()> {
         if !self.loaded {
             self.load(table)?;
         }
-        table.insert(key, entry.to_bytes())?;
+        changes.insert(key, entry);
         if key_time(&key) >= self.floor(key_cluster(&key)) {
             self.entries.insert(key, entry);
             if self.entries.len() > self.capacity {
@@ -128,10 +128,9 @@ impl Recent {
     }
 
     /// Deletes `key`.
-    pub fn remove(&mut self, table: &mut DedupTable<'_>, key: DedupKey) -> super::Result<()> {
-        table.remove(key)?;
+    pub fn remove(&mut self, changes: &mut Changes, key: DedupKey) {
+        changes.remove(key);
         self.entries.remove(&key);
-        Ok(())
     }
 
     fn drop_older_half(&mut self) {
@@ -161,7 +160,8 @@ impl Recent {
 
 #[cfg(test)]
 mod tests {
-    use super::super::schema::{DEDUP, dedup_key};
+    use super::super::dedup::DEDUP_CHUNKS;
+    use super::super::schema::dedup_key;
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
@@ -195,36 +195,45 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let db = redb::Database::create(dir.path().join("r.redb")).unwrap();
             let txn = db.begin_write().unwrap();
-            let mut table = txn.open_table(DEDUP).unwrap();
+            let mut table = txn.open_table(DEDUP_CHUNKS).unwrap();
             let mut model = BTreeMap::new();
             let mut recent = Recent::new(capacity);
             // Keys stored before the writer started, straight into the table.
+            let mut stored = Changes::default();
             for op in before {
                 if let Op::Insert { cluster, ts, uid, count } = op {
                     let key = dedup_key(cluster, ts, &uid.to_string());
                     let entry = DedupEntry { seq: u64::from(uid), count, segment: cluster };
-                    table.insert(key, entry.to_bytes()).unwrap();
+                    stored.insert(key, entry);
                     model.insert(key, entry);
                 }
             }
+            stored.flush(&mut table).unwrap();
+            let mut changes = Changes::default();
             for op in ops {
                 match op {
                     Op::Insert { cluster, ts, uid, count } => {
                         let key = dedup_key(cluster, ts, &uid.to_string());
                         let entry = DedupEntry { seq: u64::from(uid), count, segment: cluster };
-                        recent.insert(&mut table, key, entry).unwrap();
+                        recent.insert(&table, &mut changes, key, entry).unwrap();
                         model.insert(key, entry);
                     }
                     Op::Remove { cluster, ts, uid } => {
                         let key = dedup_key(cluster, ts, &uid.to_string());
-                        recent.remove(&mut table, key).unwrap();
+                        recent.remove(&mut changes, key);
                         model.remove(&key);
                     }
                     Op::Get { cluster, ts, uid } => {
                         let key = dedup_key(cluster, ts, &uid.to_string());
-                        prop_assert_eq!(recent.get(&table, key).unwrap(), model.get(&key).copied());
+                        prop_assert_eq!(recent.get(&table, &changes, key).unwrap(), model.get(&key).copied());
                     }
-                    Op::Forget => recent.forget(),
+                    // The writer forgets after a failed commit, which loses
+                    // the transaction's changes; here they are committed
+                    // first, so the model stays right.
+                    Op::Forget => {
+                        std::mem::take(&mut changes).flush(&mut table).unwrap();
+                        recent.forget();
+                    }
                 }
                 prop_assert!(recent.len() <= capacity);
             }

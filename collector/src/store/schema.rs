@@ -10,8 +10,6 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// Store-wide values: the schema version and the next event sequence number.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Dedup (invariant 4): [`DedupKey`] → [`DedupValue`].
-pub const DEDUP: TableDefinition<DedupKey, DedupValue> = TableDefinition::new("event_dedup");
 /// Incident records by id.
 pub const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
 /// Secondary indexes over incidents, see [`incident_entries`].
@@ -30,7 +28,7 @@ pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_key
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 /// `META` key of the schema version.
 pub const META_SCHEMA: &str = "schema_version";
 /// `META` key of the next event sequence number.
@@ -384,9 +382,6 @@ impl<const N: usize> redb::Key for BytesKey<N> {
 /// is fixed for an Event object (its `firstTimestamp`/`eventTime`), so it
 /// is as stable an identity as the uid alone.
 pub type DedupKey = BytesKey<28>;
-/// `[seq][count][segment]`: where the event is, and the count stored, so a
-/// replay is answered from this one lookup.
-pub type DedupValue = [u8; 16];
 
 /// The dedup key of an event.
 pub fn dedup_key(cluster: u32, first_seen_us: i64, uid: &str) -> DedupKey {
@@ -407,32 +402,13 @@ pub fn uid_hash(uid: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(uid.as_bytes())
 }
 
-/// Where a stored event is.
+/// Where a stored event is, and the count stored, so a replay is answered
+/// from this one lookup (see `dedup.rs` for how entries are stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupEntry {
     pub seq: u64,
     pub count: u32,
     pub segment: u32,
-}
-
-impl DedupEntry {
-    pub fn from_bytes(b: DedupValue) -> Self {
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&b[..8]);
-        Self {
-            seq: u64::from_be_bytes(seq),
-            count: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
-            segment: u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
-        }
-    }
-
-    pub fn to_bytes(self) -> DedupValue {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.seq.to_be_bytes());
-        b[8..12].copy_from_slice(&self.count.to_be_bytes());
-        b[12..].copy_from_slice(&self.segment.to_be_bytes());
-        b
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use super::blocks::{self, EVENT_BLOCKS};
 use super::compact::{CompactEvent, Dictionary, Interner, STRING_TEXT, STRINGS, join_message};
+use super::dedup;
 use super::postings::{self, Entry, POSTINGS, Pending, PostingKey, SEGMENT_EVENTS, SEGMENTS, SegmentInfo};
 use super::prepare::{PreparedBatch, PreparedEvent};
 use super::recent::Recent;
@@ -179,7 +180,7 @@ impl State {
 pub(super) struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
     pub(super) events: Table<'t, u64, &'static [u8]>,
-    pub(super) dedup: Table<'t, DedupKey, DedupValue>,
+    pub(super) dedup: dedup::ChunkTable<'t>,
     pub(super) postings: Table<'t, PostingKey, &'static [u8]>,
     pub(super) segments: Table<'t, u32, [u8; 24]>,
     pub(super) strings: Table<'t, &'static str, u32>,
@@ -199,7 +200,7 @@ impl<'t> Tables<'t> {
         Ok(Self {
             meta: txn.open_table(META)?,
             events: txn.open_table(EVENT_BLOCKS)?,
-            dedup: txn.open_table(DEDUP)?,
+            dedup: txn.open_table(dedup::DEDUP_CHUNKS)?,
             postings: txn.open_table(POSTINGS)?,
             segments: txn.open_table(SEGMENTS)?,
             strings: txn.open_table(STRINGS)?,
@@ -514,6 +515,7 @@ fn commit_group(
             let mut w = Work {
                 interner: &mut caches.interner,
                 recent: &mut caches.recent,
+                dedup: dedup::Changes::default(),
                 incidents: &mut caches.incidents,
                 postings: Pending::default(),
                 events: blocks::Pending::default(),
@@ -560,9 +562,11 @@ fn commit_group(
                 incidents,
                 postings,
                 events,
+                dedup,
                 ..
             } = w;
             events.flush(&mut t.events)?;
+            dedup.flush(&mut t.dedup)?;
             incidents.flush(&mut t)?;
             postings.flush(&mut t.postings, &mut t.segments)?;
             dirty_clusters.sort();
@@ -624,6 +628,7 @@ pub(super) fn check_agent(t: &Tables<'_>, identity: &AgentIdentity) -> Result<Ag
 pub(super) struct Work<'a> {
     pub(super) interner: &'a mut Interner,
     recent: &'a mut Recent,
+    dedup: dedup::Changes,
     pub(super) incidents: &'a mut Incidents,
     pub(super) postings: Pending,
     events: blocks::Pending,
@@ -653,7 +658,7 @@ fn ingest(
     let mut new_events = 0;
     for ev in &mut batch.events {
         let key = dedup_key_hashed(cluster, ev.rec.first_seen_us, ev.uid_hash);
-        let existing = w.recent.get(&t.dedup, key)?;
+        let existing = w.recent.get(&t.dedup, &w.dedup, key)?;
         let added = match existing {
             Some(found) if ev.rec.count <= found.count => 0,
             Some(found) => update_event(t, state, w, key, found, ev)?,
@@ -725,7 +730,7 @@ fn insert_event(
         count: compact.count,
         segment: state.segment,
     };
-    w.recent.insert(&mut t.dedup, key, dedup)?;
+    w.recent.insert(&t.dedup, &mut w.dedup, key, dedup)?;
     Ok(occurrences)
 }
 
@@ -799,7 +804,7 @@ fn update_event(
         count: rec.count,
         segment: state.segment,
     };
-    w.recent.insert(&mut t.dedup, key, moved)?;
+    w.recent.insert(&t.dedup, &mut w.dedup, key, moved)?;
     Ok(delta)
 }
 
@@ -813,12 +818,12 @@ pub(super) fn delete_event(t: &mut Tables<'_>, w: &mut Work<'_>, segment: u32, e
         return Ok(None);
     };
     let key = dedup_key(ev.cluster, ev.first_seen_us, &ev.uid.text());
-    let current = w.recent.get(&t.dedup, key)?;
+    let current = w.recent.get(&t.dedup, &w.dedup, key)?;
     if ev.last_seen_us() != entry.ts_us || current.is_some_and(|c| c.segment != segment) {
         return Ok(None);
     }
     w.events.remove(&t.events, seq)?;
-    w.recent.remove(&mut t.dedup, key)?;
+    w.recent.remove(&mut w.dedup, key);
     w.postings.change(ev.cluster, Some((segment, &ev.dims(), entry)), None);
     Ok(Some(ev.cluster))
 }
