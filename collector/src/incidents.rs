@@ -36,7 +36,17 @@ pub fn fingerprint(cluster: &str, rec: &EventRecord) -> (u64, String) {
     h.update(b"\0");
     h.update(rec.container.as_deref().unwrap_or("").as_bytes());
     h.update(b"\0");
-    h.update(rec.incident_type.to_string().as_bytes());
+    // The code in decimal, as `to_string` would write it, without allocating.
+    let code = rec.incident_type;
+    let digits = [b'0' + code / 100, b'0' + code / 10 % 10, b'0' + code % 10];
+    let skip = if code >= 100 {
+        0
+    } else if code >= 10 {
+        1
+    } else {
+        2
+    };
+    h.update(&digits[skip..]);
     h.update(b"\0");
     h.update(pattern.as_bytes());
     (h.digest().max(1), pattern)
@@ -160,6 +170,17 @@ mod tests {
             fingerprint("prod", &bare).0,
             xxhash_rust::xxh3::xxh3_64(joined.as_bytes())
         );
+        for code in [7u8, 10, 42, 99, 100, 255] {
+            let mut other = a.clone();
+            other.incident_type = code;
+            let pattern = fingerprint("prod", &other).1;
+            let joined = ["prod", "shop", "Deployment/api", "app", &code.to_string(), &pattern].join("\u{0}");
+            assert_eq!(
+                fingerprint("prod", &other).0,
+                xxhash_rust::xxh3::xxh3_64(joined.as_bytes()),
+                "{code}"
+            );
+        }
     }
 
     #[test]

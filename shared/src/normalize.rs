@@ -94,8 +94,14 @@ struct Scanner<'a> {
 impl Scanner<'_> {
     fn run(&mut self) {
         while self.pos < self.bytes.len() && self.out.len() <= MAX_NORMALIZED_LEN + SCAN_SLACK {
-            let Some(c) = self.src[self.pos..].chars().next() else {
-                break;
+            let b = self.bytes[self.pos];
+            let c = if b.is_ascii() {
+                char::from(b)
+            } else {
+                let Some(c) = self.src[self.pos..].chars().next() else {
+                    break;
+                };
+                c
             };
             if c.is_whitespace() {
                 self.pending_space = !self.out.is_empty();
@@ -348,6 +354,12 @@ impl Scanner<'_> {
         let Some(word) = self.src.get(start..end) else {
             return;
         };
+        // Most words are letters only, which no rule changes (every rule
+        // needs a digit or a hyphen).
+        if word.bytes().all(|b| b.is_ascii_alphabetic()) {
+            self.out.push_str(word);
+            return;
+        }
         // `x-bcdfg1` comes out as `x-bcdfg#`; a second pass must not then read
         // `bcdfg` as a generated suffix, so a word that `#` follows has no tail.
         let tail = if self.at(end) == b'#' {
