@@ -7,7 +7,7 @@
 use crate::error::{ApiError, quote};
 use crate::ops::{OutcomeLabel, metrics};
 use crate::server::{AppState, ConnInfo};
-use crate::store::StoreError;
+use crate::store::{PreparedBatch, StoreError};
 use axum::Extension;
 use axum::Json;
 use axum::body::Body;
@@ -64,20 +64,29 @@ async fn handle(
     check_announced_length(headers, state.limits.max_body)?;
     let raw = read_limited(body, state.limits.max_body, state.limits.body_read_timeout).await?;
     let max_decoded = state.limits.max_decoded_body;
-    let batch = tokio::task::spawn_blocking(move || decode_batch(&raw, encoding, max_decoded))
+    // Decoding and preparing for the store are CPU work: one trip to a
+    // blocking thread for both.
+    let cluster = identity.cluster.clone();
+    let batch = tokio::task::spawn_blocking(move || {
+        decode_batch(&raw, encoding, max_decoded).map(|batch| PreparedBatch::of(&cluster, batch))
+    })
+    .await
+    .map_err(|_| ApiError::internal())??;
+    let outcome = state
+        .store
+        .ingest_prepared(identity, batch)
         .await
-        .map_err(|_| ApiError::internal())??;
-    let outcome = state.store.ingest(identity, batch).await.map_err(|e| match e {
-        StoreError::AgentRefused(message) => ApiError::forbidden("agent_refused", message),
-        StoreError::Corrupt(e) => {
-            tracing::error!(error = %e, "store record unreadable");
-            ApiError::internal()
-        }
-        e => {
-            tracing::warn!(error = %e, "ingest could not be committed");
-            ApiError::unavailable("the batch could not be stored right now and nothing of it was kept; retry later")
-        }
-    })?;
+        .map_err(|e| match e {
+            StoreError::AgentRefused(message) => ApiError::forbidden("agent_refused", message),
+            StoreError::Corrupt(e) => {
+                tracing::error!(error = %e, "store record unreadable");
+                ApiError::internal()
+            }
+            e => {
+                tracing::warn!(error = %e, "ingest could not be committed");
+                ApiError::unavailable("the batch could not be stored right now and nothing of it was kept; retry later")
+            }
+        })?;
     let m = metrics();
     m.events_accepted.inc_by(outcome.accepted);
     m.events_duplicate.inc_by(outcome.duplicate);

@@ -21,6 +21,7 @@ mod writer;
 
 pub use access::{AccessJob, AccessOp, AccessOutcome, PurgeOutcome, Refusal, check_token};
 pub use access_read::AuditQuery;
+pub use prepare::PreparedBatch;
 pub use reader::{ClusterView, EventQuery, IncidentQuery, IncidentView, Page, Position, StoredEvent};
 pub use writer::{IngestOutcome, RetentionOutcome};
 
@@ -159,9 +160,15 @@ impl Store {
     /// is durably committed.
     pub async fn ingest(&self, identity: AgentIdentity, batch: IngestBatch) -> Result<IngestOutcome> {
         let cluster = identity.cluster.clone();
-        let batch = tokio::task::spawn_blocking(move || prepare::batch(&cluster, batch))
+        let batch = tokio::task::spawn_blocking(move || PreparedBatch::of(&cluster, batch))
             .await
             .map_err(|_| StoreError::Storage("preparing the batch failed".into()))?;
+        self.ingest_prepared(identity, batch).await
+    }
+
+    /// [`Store::ingest`] of a batch the caller prepared with
+    /// [`PreparedBatch::of`] (CPU work, for a blocking thread).
+    pub async fn ingest_prepared(&self, identity: AgentIdentity, batch: PreparedBatch) -> Result<IngestOutcome> {
         self.submit(|reply| writer::Job::Ingest { identity, batch, reply })
             .await?
     }

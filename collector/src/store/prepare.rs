@@ -29,11 +29,13 @@ pub struct PreparedBatch {
     pub events: Vec<PreparedEvent>,
 }
 
-/// Prepares `batch`, sent by an agent of `cluster`.
-pub fn batch(cluster: &str, batch: IngestBatch) -> PreparedBatch {
-    PreparedBatch {
-        agent: batch.agent,
-        events: batch.events.into_iter().map(|ev| event(cluster, ev)).collect(),
+impl PreparedBatch {
+    /// Prepares `batch`, sent by an agent of `cluster`.
+    pub fn of(cluster: &str, batch: IngestBatch) -> Self {
+        Self {
+            agent: batch.agent,
+            events: batch.events.into_iter().map(|ev| event(cluster, ev)).collect(),
+        }
     }
 }
 
