@@ -225,25 +225,29 @@ fn upper(until_us: Option<i64>, after: Option<Position>) -> (i64, u64) {
 }
 
 /// One cluster's incident index range, walked backwards, with the entry
-/// (bucket, id) it is at.
+/// (bucket, id, last occurrence) it is at.
 type Head<'a> = (
-    Option<(i64, u64)>,
-    std::iter::Rev<redb::Range<'a, IncidentIndexKey, ()>>,
+    Option<(i64, u64, i64)>,
+    std::iter::Rev<redb::Range<'a, IncidentIndexKey, i64>>,
 );
 
 /// Walks several incident index ranges newest bucket first as one, calling
-/// `visit` with the ids of one whole bucket at a time (from every range)
-/// until it returns false or [`MAX_SCAN`] entries were seen. A bucket is
-/// never split, so one past the budget is still read whole. Returns whether
-/// the budget ran out, and the last bucket visited.
+/// `visit` with the `(last occurrence, id)` of one whole bucket at a time
+/// (from every range) until it returns false or [`MAX_SCAN`] entries were
+/// seen. A bucket is never split, so one past the budget is still read
+/// whole. Returns whether the budget ran out, and the last bucket visited.
 fn walk_buckets<'a>(
-    ranges: Vec<redb::Range<'a, IncidentIndexKey, ()>>,
-    mut visit: impl FnMut(&[u64]) -> Result<bool>,
+    ranges: Vec<redb::Range<'a, IncidentIndexKey, i64>>,
+    mut visit: impl FnMut(&mut Vec<(i64, u64)>) -> Result<bool>,
 ) -> Result<(bool, Option<i64>)> {
     let mut heads: Vec<Head<'a>> = ranges.into_iter().map(|r| (None, r.rev())).collect();
     let advance = |head: &mut Head<'a>| -> Result<()> {
         head.0 = match head.1.next() {
-            Some(row) => Some(position_of(&row?.0.value())),
+            Some(row) => {
+                let (key, last_seen) = row?;
+                let (bucket, id) = position_of(&key.value());
+                Some((bucket, id, last_seen.value()))
+            }
             None => None,
         };
         Ok(())
@@ -251,26 +255,26 @@ fn walk_buckets<'a>(
     for head in heads.iter_mut() {
         advance(head)?;
     }
-    let (mut seen, mut last, mut ids) = (0, None, Vec::new());
+    let (mut seen, mut last, mut entries) = (0, None, Vec::new());
     loop {
-        let Some(bucket) = heads.iter().filter_map(|(at, _)| at.map(|(b, _)| b)).max() else {
+        let Some(bucket) = heads.iter().filter_map(|(at, _)| at.map(|(b, _, _)| b)).max() else {
             return Ok((false, last));
         };
         if seen >= MAX_SCAN {
             return Ok((true, last));
         }
-        ids.clear();
+        entries.clear();
         for head in heads.iter_mut() {
-            while let Some((b, id)) = head.0
+            while let Some((b, id, last_seen)) = head.0
                 && b == bucket
             {
-                ids.push(id);
+                entries.push((last_seen, id));
                 advance(head)?;
             }
         }
-        seen += ids.len();
+        seen += entries.len();
         last = Some(bucket);
-        if !visit(&ids)? {
+        if !visit(&mut entries)? {
             return Ok((false, last));
         }
     }
@@ -589,20 +593,14 @@ pub(super) fn incidents(txn: &ReadTransaction, q: &IncidentQuery) -> Result<Page
     }
     let mut items = Vec::new();
     let mut last_item = None;
-    let mut found = Vec::new();
     let (exhausted, last_bucket) = walk_buckets(ranges, |bucket| {
-        // A bucket's entries are in id order: order them by the records' times.
-        found.clear();
-        for &id in bucket {
+        // A bucket's entries are in id order: order them by time (the index
+        // has it), then read records newest first until the page is full.
+        bucket.retain(|at| at.0 >= lo_ts && *at < (hi_ts, hi_id));
+        bucket.sort_unstable_by_key(|at| std::cmp::Reverse(*at));
+        for &(ts_us, id) in bucket.iter() {
             let Some(bytes) = table.get(id)? else { continue };
             let rec: IncidentRecord = decode(bytes.value())?;
-            let at = (rec.last_seen_us, id);
-            if rec.last_seen_us >= lo_ts && at < (hi_ts, hi_id) {
-                found.push((at, rec));
-            }
-        }
-        found.sort_unstable_by_key(|(at, _)| std::cmp::Reverse(*at));
-        for ((ts_us, id), rec) in found.drain(..) {
             let active = incidents::is_active(rec.last_seen_us, q.now_us, q.active_window);
             let matches = q.namespace.as_ref().is_none_or(|v| *v == rec.namespace)
                 && workload_matches(&q.workload, &rec.workload)

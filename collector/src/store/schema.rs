@@ -13,7 +13,8 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Incident records by id.
 pub const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
 /// Secondary indexes over incidents, see [`incident_entries`].
-pub const INCIDENT_INDEX: TableDefinition<IncidentIndexKey, ()> = TableDefinition::new("incident_index");
+/// The value is the incident's exact last occurrence (microseconds).
+pub const INCIDENT_INDEX: TableDefinition<IncidentIndexKey, i64> = TableDefinition::new("incident_index");
 /// Cluster name → cluster id.
 pub const CLUSTER_IDS: TableDefinition<&str, u32> = TableDefinition::new("cluster_ids");
 /// Cluster records by id.
@@ -28,7 +29,7 @@ pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_key
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u64 = 6;
+pub const SCHEMA_VERSION: u64 = 7;
 /// `META` key of the schema version.
 pub const META_SCHEMA: &str = "schema_version";
 /// `META` key of the next event sequence number.
@@ -262,11 +263,11 @@ pub type IncidentIndexKey = BytesKey<INDEX_KEY_LEN>;
 
 /// How wide the incident index's time buckets are: one hour.
 ///
-/// An incident's index entries carry the hour its last occurrence fell in,
-/// not the exact time, so a busy incident's entries move once an hour rather
-/// than in every commit that touches it (three removes and three inserts
-/// each time, which was a sixth of the writer's work). A query reads a whole
-/// hour's entries and orders them by the records' exact times.
+/// An incident's index keys carry the hour its last occurrence fell in,
+/// and their values the exact time, so a busy incident's entries move once
+/// an hour; in between, a commit rewrites their values in place instead of
+/// removing and inserting them. A query reads a whole hour's entries (keys
+/// and times only) and orders them by time.
 pub const INCIDENT_BUCKET_US: i64 = 3_600_000_000;
 
 /// The start of the incident-index bucket `ts_us` falls in.

@@ -186,7 +186,7 @@ pub(super) struct Tables<'t> {
     pub(super) strings: Table<'t, &'static str, u32>,
     pub(super) string_text: Table<'t, u32, &'static str>,
     pub(super) incidents: Table<'t, u64, &'static [u8]>,
-    pub(super) incident_index: Table<'t, IncidentIndexKey, ()>,
+    pub(super) incident_index: Table<'t, IncidentIndexKey, i64>,
     pub(super) cluster_ids: Table<'t, &'static str, u32>,
     pub(super) clusters: Table<'t, u32, &'static [u8]>,
     pub(super) agents: Table<'t, &'static str, &'static [u8]>,
@@ -235,7 +235,7 @@ pub(super) struct Incidents {
 
 struct Known {
     rec: IncidentRecord,
-    /// The index bucket its entries have on disk, if any.
+    /// The last occurrence its index entries have on disk, if any.
     indexed: Option<i64>,
     dirty: bool,
 }
@@ -261,7 +261,7 @@ impl Incidents {
                     return Ok(None);
                 };
                 let rec: IncidentRecord = decode(bytes.value())?;
-                let indexed = Some(incident_bucket(rec.last_seen_us));
+                let indexed = Some(rec.last_seen_us);
                 e.insert(Known {
                     rec,
                     indexed,
@@ -304,24 +304,26 @@ impl Incidents {
         }
     }
 
-    /// Writes the records changed in this transaction, moving their index
-    /// entries when their last occurrence moved to another bucket.
+    /// Writes the records changed in this transaction with their index
+    /// entries: moved when the last occurrence moved to another bucket,
+    /// else given the new time in place.
     fn flush(&mut self, t: &mut Tables<'_>) -> Result<()> {
         let mut buf = Vec::new();
         for id in self.dirty.drain(..) {
             let Some(k) = self.known.get_mut(&id) else { continue };
             k.dirty = false;
-            let bucket = incident_bucket(k.rec.last_seen_us);
-            if k.indexed != Some(bucket) {
-                if let Some(old) = k.indexed {
+            let last_seen = k.rec.last_seen_us;
+            let bucket = incident_bucket(last_seen);
+            if k.indexed != Some(last_seen) {
+                if let Some(old) = k.indexed.map(incident_bucket).filter(|old| *old != bucket) {
                     for key in incident_entries(&k.rec, id, old) {
                         t.incident_index.remove(key)?;
                     }
                 }
                 for key in incident_entries(&k.rec, id, bucket) {
-                    t.incident_index.insert(key, ())?;
+                    t.incident_index.insert(key, last_seen)?;
                 }
-                k.indexed = Some(bucket);
+                k.indexed = Some(last_seen);
             }
             buf.clear();
             encode_into(&mut buf, &k.rec);
@@ -889,7 +891,10 @@ fn retention(t: &mut Tables<'_>, state: &mut State, w: &mut Work<'_>, cutoff_us:
         let hi = index_key(Dim::Time, *id, 0, incident_bucket(cutoff_us), u64::MAX);
         let mut candidates = Vec::new();
         for row in t.incident_index.range(lo..=hi)? {
-            candidates.push(position_of(&row?.0.value()));
+            let (key, last_seen) = row?;
+            if last_seen.value() < cutoff_us {
+                candidates.push(position_of(&key.value()));
+            }
         }
         for (bucket, incident) in candidates {
             if delete_incident(t, w, incident, bucket, Some(cutoff_us))? {
