@@ -37,16 +37,7 @@ pub fn fingerprint(cluster: &str, rec: &EventRecord) -> (u64, String) {
     h.update(rec.container.as_deref().unwrap_or("").as_bytes());
     h.update(b"\0");
     // The code in decimal, as `to_string` would write it, without allocating.
-    let code = rec.incident_type;
-    let digits = [b'0' + code / 100, b'0' + code / 10 % 10, b'0' + code % 10];
-    let skip = if code >= 100 {
-        0
-    } else if code >= 10 {
-        1
-    } else {
-        2
-    };
-    h.update(&digits[skip..]);
+    h.update(itoa::Buffer::new().format(rec.incident_type).as_bytes());
     h.update(b"\0");
     h.update(pattern.as_bytes());
     (h.digest().max(1), pattern)
