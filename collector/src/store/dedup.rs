@@ -14,7 +14,7 @@
 //! chunk read and written once. Lookups see those changes first.
 
 use super::postings::{get_varint, put_varint};
-use super::schema::{BytesKey, DecodeError, DedupEntry, DedupKey};
+use super::schema::{BytesKey, DecodeError, DedupEntry, DedupKey, dedup_key_cluster, dedup_key_time};
 use super::{Result, StoreError};
 use redb::{ReadableTable, Table, TableDefinition};
 use std::collections::BTreeMap;
@@ -168,16 +168,6 @@ fn corrupt() -> StoreError {
     StoreError::Corrupt(DecodeError::truncated())
 }
 
-fn cluster_of(key: &DedupKey) -> u32 {
-    u32::from_be_bytes([key.0[0], key.0[1], key.0[2], key.0[3]])
-}
-
-fn time_of(key: &DedupKey) -> u64 {
-    let mut t = [0u8; 8];
-    t.copy_from_slice(&key.0[4..12]);
-    u64::from_be_bytes(t)
-}
-
 /// `[count]`, then per item: the cluster's difference to the previous
 /// item's, the time (as the difference to the previous one within a
 /// cluster), the uid hash, and the entry's three numbers.
@@ -185,14 +175,14 @@ fn encode_chunk(out: &mut Vec<u8>, items: &[Item]) {
     put_varint(out, items.len() as u64);
     let mut prev: Option<&DedupKey> = None;
     for (key, entry) in items {
-        let (cluster, time) = (cluster_of(key), time_of(key));
+        let (cluster, time) = (dedup_key_cluster(key), dedup_key_time(key));
         match prev {
-            Some(p) if cluster_of(p) == cluster => {
+            Some(p) if dedup_key_cluster(p) == cluster => {
                 put_varint(out, 0);
-                put_varint(out, time - time_of(p));
+                put_varint(out, time - dedup_key_time(p));
             }
             Some(p) => {
-                put_varint(out, u64::from(cluster - cluster_of(p)));
+                put_varint(out, u64::from(cluster - dedup_key_cluster(p)));
                 put_varint(out, time);
             }
             None => {
@@ -213,9 +203,12 @@ fn get_item(bytes: &mut &[u8], prev: Option<DedupKey>) -> Result<Item> {
     let cluster_step = num()?;
     let time_part = num()?;
     let (cluster, time) = match prev {
-        Some(p) if cluster_step == 0 => (cluster_of(&p), time_of(&p).checked_add(time_part).ok_or_else(corrupt)?),
+        Some(p) if cluster_step == 0 => (
+            dedup_key_cluster(&p),
+            dedup_key_time(&p).checked_add(time_part).ok_or_else(corrupt)?,
+        ),
         Some(p) => (
-            u32::try_from(u64::from(cluster_of(&p)) + cluster_step).map_err(|_| corrupt())?,
+            u32::try_from(u64::from(dedup_key_cluster(&p)) + cluster_step).map_err(|_| corrupt())?,
             time_part,
         ),
         None => (u32::try_from(cluster_step).map_err(|_| corrupt())?, time_part),
@@ -248,7 +241,7 @@ fn decode_chunk(mut bytes: &[u8]) -> Result<Vec<Item>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::schema::dedup_key;
+    use super::super::schema::{dedup_key, dedup_key_hashed};
     use super::*;
     use proptest::prelude::*;
 
@@ -347,11 +340,7 @@ mod tests {
             }
             prop_assert_eq!(last_below(&table, None).unwrap(), model.keys().next_back().copied());
             for c in 0u32..4 {
-                let bound = BytesKey({
-                    let mut b = [0u8; 28];
-                    b[..4].copy_from_slice(&c.to_be_bytes());
-                    b
-                });
+                let bound = dedup_key_hashed(c, i64::MIN, 0);
                 prop_assert_eq!(last_below(&table, Some(bound)).unwrap(), model.range(..bound).next_back().map(|(k, _)| *k));
             }
         }

@@ -15,23 +15,12 @@
 //! and the floors are read again from what was committed.
 
 use super::dedup::{self, Changes, ChunkTable};
-use super::schema::{DedupEntry, DedupKey};
+use super::schema::{DedupEntry, DedupKey, dedup_key_cluster, dedup_key_hashed, dedup_key_time};
 use foldhash::HashMap;
 
 /// Bytes one remembered key costs, about: the key, its entry and the map's
 /// own overhead.
 const BYTES_PER_KEY: usize = 64;
-
-/// The order-preserving time part of a dedup key.
-fn key_time(key: &DedupKey) -> u64 {
-    let mut t = [0u8; 8];
-    t.copy_from_slice(&key.0[4..12]);
-    u64::from_be_bytes(t)
-}
-
-fn key_cluster(key: &DedupKey) -> u32 {
-    u32::from_be_bytes([key.0[0], key.0[1], key.0[2], key.0[3]])
-}
 
 /// Recent dedup keys of every cluster, with the floor above which memory is complete.
 pub struct Recent {
@@ -80,11 +69,10 @@ impl Recent {
     fn load(&mut self, table: &ChunkTable<'_>) -> super::Result<()> {
         let mut upper: Option<DedupKey> = None;
         while let Some(key) = dedup::last_below(table, upper)? {
-            let cluster = key_cluster(&key);
-            self.floors.insert(cluster, key_time(&key).saturating_add(1));
-            let mut start = [0u8; 28];
-            start[..4].copy_from_slice(&cluster.to_be_bytes());
-            upper = Some(super::schema::BytesKey(start));
+            let cluster = dedup_key_cluster(&key);
+            self.floors.insert(cluster, dedup_key_time(&key).saturating_add(1));
+            // The smallest key of that cluster: the next search stays below it.
+            upper = Some(dedup_key_hashed(cluster, i64::MIN, 0));
         }
         self.loaded = true;
         Ok(())
@@ -100,7 +88,7 @@ impl Recent {
         if !self.loaded {
             self.load(table)?;
         }
-        if key_time(&key) >= self.floor(key_cluster(&key)) {
+        if dedup_key_time(&key) >= self.floor(dedup_key_cluster(&key)) {
             return Ok(self.entries.get(&key).copied());
         }
         changes.get(table, key)
@@ -118,7 +106,7 @@ impl Recent {
             self.load(table)?;
         }
         changes.insert(key, entry);
-        if key_time(&key) >= self.floor(key_cluster(&key)) {
+        if dedup_key_time(&key) >= self.floor(dedup_key_cluster(&key)) {
             self.entries.insert(key, entry);
             if self.entries.len() > self.capacity {
                 self.drop_older_half();
@@ -134,7 +122,7 @@ impl Recent {
     }
 
     fn drop_older_half(&mut self) {
-        let mut times: Vec<u64> = self.entries.keys().map(key_time).collect();
+        let mut times: Vec<u64> = self.entries.keys().map(dedup_key_time).collect();
         let middle = times.len() / 2;
         let (_, &mut cut, _) = times.select_nth_unstable(middle);
         // Keys at the cut stay: "at or above the floor" must stay complete.
@@ -142,7 +130,7 @@ impl Recent {
         let floor = self.global_floor;
         let floors = &self.floors;
         self.entries
-            .retain(|k, _| key_time(k) >= floor.max(floors.get(&key_cluster(k)).copied().unwrap_or(0)));
+            .retain(|k, _| dedup_key_time(k) >= floor.max(floors.get(&dedup_key_cluster(k)).copied().unwrap_or(0)));
         if self.entries.len() > self.capacity {
             // All at one instant: keep none rather than exceed the bound.
             self.global_floor = cut.saturating_add(1);

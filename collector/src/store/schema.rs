@@ -398,6 +398,19 @@ pub fn dedup_key_hashed(cluster: u32, first_seen_us: i64, uid_hash: u128) -> Ded
     BytesKey(key)
 }
 
+/// The cluster of a dedup key.
+pub fn dedup_key_cluster(key: &DedupKey) -> u32 {
+    u32::from_be_bytes([key.0[0], key.0[1], key.0[2], key.0[3]])
+}
+
+/// The time part of a dedup key as it sorts (`first_seen` through
+/// [`ts_bytes`], not microseconds).
+pub fn dedup_key_time(key: &DedupKey) -> u64 {
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&key.0[4..12]);
+    u64::from_be_bytes(t)
+}
+
 /// The uid's part of the dedup key.
 pub fn uid_hash(uid: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(uid.as_bytes())
