@@ -129,7 +129,7 @@ pub(super) fn purge_step(
         doomed.push(position_of(&row?.0.value()));
     }
     for (bucket, incident) in doomed {
-        if delete_incident(t, w, incident, bucket, None)? {
+        if delete_incident(t, w, incident, bucket)? {
             out.incidents += 1;
         }
     }

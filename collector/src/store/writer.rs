@@ -886,7 +886,7 @@ fn retention(t: &mut Tables<'_>, state: &mut State, w: &mut Work<'_>, cutoff_us:
         rec.events_stored = rec
             .events_stored
             .saturating_sub(deleted_per_cluster.get(id).copied().unwrap_or(0));
-        // Candidates up to the cutoff's bucket; each record decides.
+        // Up to the cutoff's bucket, then by the exact time the index holds.
         let lo = index_key(Dim::Time, *id, 0, i64::MIN, 0);
         let hi = index_key(Dim::Time, *id, 0, incident_bucket(cutoff_us), u64::MAX);
         let mut candidates = Vec::new();
@@ -897,7 +897,7 @@ fn retention(t: &mut Tables<'_>, state: &mut State, w: &mut Work<'_>, cutoff_us:
             }
         }
         for (bucket, incident) in candidates {
-            if delete_incident(t, w, incident, bucket, Some(cutoff_us))? {
+            if delete_incident(t, w, incident, bucket)? {
                 out.incidents += 1;
             }
         }
@@ -905,24 +905,13 @@ fn retention(t: &mut Tables<'_>, state: &mut State, w: &mut Work<'_>, cutoff_us:
     Ok(out)
 }
 
-/// Deletes incident `id`, whose index entries are in `bucket`, if its last
-/// occurrence is older than `before` (always without it); returns whether
-/// it did.
-pub(super) fn delete_incident(
-    t: &mut Tables<'_>,
-    w: &mut Work<'_>,
-    id: u64,
-    bucket: i64,
-    before: Option<i64>,
-) -> Result<bool> {
-    let rec: IncidentRecord = match t.incidents.get(id)? {
+/// Deletes incident `id`, whose index entries are in `bucket`, with them;
+/// returns whether it was there.
+pub(super) fn delete_incident(t: &mut Tables<'_>, w: &mut Work<'_>, id: u64, bucket: i64) -> Result<bool> {
+    let rec: IncidentRecord = match t.incidents.remove(id)? {
         Some(bytes) => decode(bytes.value())?,
         None => return Ok(false),
     };
-    if before.is_some_and(|before| rec.last_seen_us >= before) {
-        return Ok(false);
-    }
-    t.incidents.remove(id)?;
     for key in incident_entries(&rec, id, bucket) {
         t.incident_index.remove(key)?;
     }
