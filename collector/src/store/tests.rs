@@ -499,3 +499,61 @@ async fn retention_splits_an_hour_bucket_at_the_cutoff() {
     assert_eq!(moved.items.len(), 1);
     assert_eq!(moved.items[0].occurrences, 2);
 }
+
+/// A group that fails part-way leaves no trace in what the writer keeps
+/// between commits: the dedup keys and incident counts its first events
+/// changed in memory are forgotten with it, so sending the batch again
+/// stores the new event once and counts it once (invariants 2 and 4).
+#[tokio::test]
+async fn a_failed_commit_leaves_nothing_in_the_writers_memory() {
+    let (dir, store) = store_with_agent().await;
+    let path = dir.path().join("s.redb");
+    // Sequence numbers 1..=63: the whole first event block.
+    let first: Vec<_> = (0..63)
+        .map(|i| event(&format!("old{i}"), "shop", "api", 5_000 + i))
+        .collect();
+    store.ingest(identity(), batch(first)).await.unwrap();
+    drop(store);
+    // Damage that block, so that updating one of its events fails.
+    let db = loop {
+        match redb::Database::open(&path) {
+            Ok(db) => break db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("reopening the store: {e}"),
+        }
+    };
+    let txn = db.begin_write().unwrap();
+    txn.open_table(blocks::EVENT_BLOCKS)
+        .unwrap()
+        .insert(0, [9u8, 9, 9].as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    drop(db);
+
+    let store = Store::open(&path).unwrap();
+    let occurrences = |store: Store| async move {
+        let page = store
+            .incidents(IncidentQuery {
+                limit: 10,
+                ..IncidentQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 1);
+        page.items[0].occurrences
+    };
+    assert_eq!(occurrences(store.clone()).await, 63);
+    // A new event of the same incident first, then an update that fails.
+    let mut update = event("old5", "shop", "api", 5_005);
+    update.count = 2;
+    let fresh = event("fresh", "shop", "api", 9_000);
+    let failed = store.ingest(identity(), batch(vec![fresh.clone(), update])).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(occurrences(store.clone()).await, 63);
+    // Sent again alone: new to the store, and counted once.
+    let again = store.ingest(identity(), batch(vec![fresh])).await.unwrap();
+    assert_eq!((again.accepted, again.duplicate), (1, 0));
+    assert_eq!(occurrences(store.clone()).await, 64);
+}
