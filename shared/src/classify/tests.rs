@@ -303,3 +303,26 @@ fn never_panics_on_odd_input() {
         let _ = event(message, message);
     }
 }
+
+proptest::proptest! {
+    /// The first-byte search finds exactly what lowercasing both sides and
+    /// searching would, wherever the needle sits, in any mix of case, and
+    /// with multi-byte characters around it.
+    #[test]
+    fn contains_ci_agrees_with_lowercased_contains(
+        haystack in "[a-cA-C é-]{0,40}",
+        needle in "[a-c -]{0,5}",
+    ) {
+        let expected = haystack.to_ascii_lowercase().contains(&needle);
+        proptest::prop_assert_eq!(contains_ci(&haystack, &needle), expected);
+    }
+}
+
+#[test]
+fn contains_ci_finds_needles_at_the_edges_and_in_any_case() {
+    assert!(contains_ci("Failed to pull image", "failed"));
+    assert!(contains_ci("x: ErrImagePull", "errimagepull"));
+    assert!(contains_ci("abc", ""));
+    assert!(!contains_ci("ab", "abc"));
+    assert!(!contains_ci("errimagepul", "errimagepull"));
+}
