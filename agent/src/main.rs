@@ -7,12 +7,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Exit code for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
-/// Runtime worker threads. The agent needs a fraction of one core even at
-/// 10 000 warnings/s; two workers keep one busy step (a batch being
-/// compressed) from holding up the watches, and a fixed number keeps the
-/// per-thread memory (stacks, allocator arenas) the same on a 4-core node
-/// and a 96-core one.
-const WORKER_THREADS: usize = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,10 +15,14 @@ fn main() -> ExitCode {
         eprintln!("error: a TLS crypto provider was already installed");
         return ExitCode::FAILURE;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
-        .enable_all()
-        .build();
+    // One thread, as linkerd2-proxy runs by default: the agent needs a
+    // fraction of a core even at 10 000 warnings/s, and on one thread its
+    // tasks (watch, enrich, batch, send) hand events on without waking
+    // another thread. Against two workers this cut its CPU per event by about
+    // a fifth (docs/BENCHMARKS.md), and its memory (one stack, one allocator
+    // arena) is the same on a 4-core node and a 96-core one. Spool file I/O
+    // still runs on tokio's blocking threads.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
@@ -39,10 +37,19 @@ fn main() -> ExitCode {
                 ExitCode::from(podwarn_agent::check::print(&items, ok) as u8)
             }
             Command::Run(args) => {
+                // Registered before the agent starts, so a SIGTERM that comes
+                // while it connects still stops it gracefully.
+                let signal = match shutdown_signal() {
+                    Ok(signal) => signal,
+                    Err(e) => {
+                        eprintln!("error: installing the SIGTERM and SIGINT handlers: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
                 let shutdown = CancellationToken::new();
                 let on_signal = shutdown.clone();
                 tokio::spawn(async move {
-                    shutdown_signal().await;
+                    signal.await;
                     on_signal.cancel();
                 });
                 match podwarn_agent::run(*args, shutdown).await {
@@ -61,21 +68,19 @@ fn main() -> ExitCode {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Registers for SIGTERM and SIGINT now (from here on neither kills the
+/// process) and returns what resolves when one of them arrives.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown signal received");
+        tracing::info!("shutdown signal received");
+    })
 }
 
 fn init_logging(format: LogFormat) {
