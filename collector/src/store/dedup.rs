@@ -37,22 +37,42 @@ pub type ChunkTable<'t> = Table<'t, DedupKey, &'static [u8]>;
 type Item = (DedupKey, DedupEntry);
 
 /// The dedup changes of one transaction: `None` deletes the key.
+///
+/// It also keeps the last chunk a lookup decoded. The table does not change
+/// while a `Changes` lives (its own [`Changes::flush`] consumes it), and
+/// lookups on disk come in key order when an agent replays its spool, so
+/// most of them find their key in that chunk instead of decoding it again.
 #[derive(Default)]
 pub struct Changes {
     changes: BTreeMap<DedupKey, Option<DedupEntry>>,
+    /// The last chunk decoded by [`Changes::get`], whole.
+    last_chunk: Vec<Item>,
 }
 
 impl Changes {
     /// The entry of `key`, counting this transaction's changes.
     pub fn get(
-        &self,
+        &mut self,
         table: &impl ReadableTable<DedupKey, &'static [u8]>,
         key: DedupKey,
     ) -> Result<Option<DedupEntry>> {
-        match self.changes.get(&key) {
-            Some(change) => Ok(*change),
-            None => stored(table, key),
+        if let Some(change) = self.changes.get(&key) {
+            return Ok(*change);
         }
+        // Chunks are disjoint sorted runs: a key between the first and the
+        // last of one is in that chunk or nowhere.
+        let cached = match (self.last_chunk.first(), self.last_chunk.last()) {
+            (Some((first, _)), Some((last, _))) => *first <= key && key <= *last,
+            _ => false,
+        };
+        if !cached {
+            let Some(row) = table.range(..=key)?.next_back() else {
+                return Ok(None);
+            };
+            self.last_chunk = decode_chunk(row?.1.value())?;
+        }
+        let chunk = &self.last_chunk;
+        Ok(chunk.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| chunk[i].1))
     }
 
     /// Stores `entry` for `key`.
@@ -125,25 +145,6 @@ fn merge(items: Vec<Item>, changes: Vec<(DedupKey, Option<DedupEntry>)>) -> Vec<
     }
     out.extend(changes.filter_map(|(k, change)| change.map(|e| (k, e))));
     out
-}
-
-/// The stored entry of `key`, from its chunk.
-pub fn stored(table: &impl ReadableTable<DedupKey, &'static [u8]>, key: DedupKey) -> Result<Option<DedupEntry>> {
-    let Some(row) = table.range(..=key)?.next_back() else {
-        return Ok(None);
-    };
-    let (_, bytes) = row?;
-    let mut rest = bytes.value();
-    let n = get_varint(&mut rest).ok_or_else(corrupt)?;
-    let mut prev = None;
-    for _ in 0..n {
-        let (k, entry) = get_item(&mut rest, prev)?;
-        if k >= key {
-            return Ok((k == key).then_some(entry));
-        }
-        prev = Some(k);
-    }
-    Ok(None)
 }
 
 /// The newest stored key below `bound` (the newest of all without one).
@@ -329,8 +330,9 @@ mod tests {
                 }
             }
             changes.flush(&mut table).unwrap();
+            let mut fresh = Changes::default();
             for key in &probes {
-                prop_assert_eq!(stored(&table, *key).unwrap(), model.get(key).copied());
+                prop_assert_eq!(fresh.get(&table, *key).unwrap(), model.get(key).copied());
             }
             for row in table.iter().unwrap() {
                 let (start, bytes) = row.unwrap();

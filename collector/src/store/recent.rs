@@ -82,7 +82,7 @@ impl Recent {
     pub fn get(
         &mut self,
         table: &ChunkTable<'_>,
-        changes: &Changes,
+        changes: &mut Changes,
         key: DedupKey,
     ) -> super::Result<Option<DedupEntry>> {
         if !self.loaded {
@@ -213,7 +213,7 @@ mod tests {
                     }
                     Op::Get { cluster, ts, uid } => {
                         let key = dedup_key(cluster, ts, &uid.to_string());
-                        prop_assert_eq!(recent.get(&table, &changes, key).unwrap(), model.get(&key).copied());
+                        prop_assert_eq!(recent.get(&table, &mut changes, key).unwrap(), model.get(&key).copied());
                     }
                     // The writer forgets after a failed commit, which loses
                     // the transaction's changes; here they are committed

@@ -660,7 +660,7 @@ fn ingest(
     let mut new_events = 0;
     for ev in &mut batch.events {
         let key = dedup_key_hashed(cluster, ev.rec.first_seen_us, ev.uid_hash);
-        let existing = w.recent.get(&t.dedup, &w.dedup, key)?;
+        let existing = w.recent.get(&t.dedup, &mut w.dedup, key)?;
         let added = match existing {
             Some(found) if ev.rec.count <= found.count => 0,
             Some(found) => update_event(t, state, w, key, found, ev)?,
@@ -820,7 +820,7 @@ pub(super) fn delete_event(t: &mut Tables<'_>, w: &mut Work<'_>, segment: u32, e
         return Ok(None);
     };
     let key = dedup_key(ev.cluster, ev.first_seen_us, &ev.uid.text());
-    let current = w.recent.get(&t.dedup, &w.dedup, key)?;
+    let current = w.recent.get(&t.dedup, &mut w.dedup, key)?;
     if ev.last_seen_us() != entry.ts_us || current.is_some_and(|c| c.segment != segment) {
         return Ok(None);
     }
