@@ -172,22 +172,18 @@ pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data directory {}", dir.display()))
 }
 
-/// Resolves on SIGTERM or SIGINT: the one shutdown signal for the whole process.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// The one shutdown signal for the whole process: registers for SIGTERM and
+/// SIGINT now (from here on neither kills the process, even while the store
+/// is still opening) and returns what resolves when one of them arrives.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown signal received");
+        tracing::info!("shutdown signal received");
+    })
 }

@@ -26,7 +26,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => podwarn_collector::serve(args, podwarn_collector::shutdown_signal()).await,
+            Command::Serve(args) => match podwarn_collector::shutdown_signal() {
+                Ok(signal) => podwarn_collector::serve(args, signal).await,
+                Err(e) => Err(anyhow::anyhow!("installing the SIGTERM and SIGINT handlers: {e}")),
+            },
             Command::Cert(CertCommand::Issue(args)) => cli::cert_issue(args).await,
             Command::Token(TokenCommand::Create(args)) => cli::token_create(args).await,
             Command::Token(TokenCommand::List(args)) => cli::token_list(args).await,
