@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             Command::Run(args) => {
                 // Registered before the agent starts, so a SIGTERM that comes
                 // while it connects still stops it gracefully.
-                let signal = match shutdown_signal() {
+                let signal = match podwarn_shared::signal::shutdown_signal() {
                     Ok(signal) => signal,
                     Err(e) => {
                         eprintln!("error: installing the SIGTERM and SIGINT handlers: {e}");
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
                 let on_signal = shutdown.clone();
                 tokio::spawn(async move {
                     signal.await;
+                    tracing::info!("shutdown signal received");
                     on_signal.cancel();
                 });
                 match podwarn_agent::run(*args, shutdown).await {
@@ -65,21 +66,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-    })
-}
-
-/// Registers for SIGTERM and SIGINT now (from here on neither kills the
-/// process) and returns what resolves when one of them arrives.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = interrupt.recv() => {},
-        }
-        tracing::info!("shutdown signal received");
     })
 }
 

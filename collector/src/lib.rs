@@ -171,19 +171,3 @@ pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .create(dir)
         .with_context(|| format!("creating the data directory {}", dir.display()))
 }
-
-/// The one shutdown signal for the whole process: registers for SIGTERM and
-/// SIGINT now (from here on neither kills the process, even while the store
-/// is still opening) and returns what resolves when one of them arrives.
-pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = interrupt.recv() => {},
-        }
-        tracing::info!("shutdown signal received");
-    })
-}

@@ -26,8 +26,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => match podwarn_collector::shutdown_signal() {
-                Ok(signal) => podwarn_collector::serve(args, signal).await,
+            // Registered before the store opens, so a SIGTERM meanwhile still stops it gracefully.
+            Command::Serve(args) => match podwarn_shared::signal::shutdown_signal() {
+                Ok(signal) => {
+                    let signal = async move {
+                        signal.await;
+                        tracing::info!("shutdown signal received");
+                    };
+                    podwarn_collector::serve(args, signal).await
+                }
                 Err(e) => Err(anyhow::anyhow!("installing the SIGTERM and SIGINT handlers: {e}")),
             },
             Command::Cert(CertCommand::Issue(args)) => cli::cert_issue(args).await,

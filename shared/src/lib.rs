@@ -3,10 +3,13 @@
 //! message normalisation behind incident fingerprints ([`normalize`]).
 //!
 //! Nothing here does I/O or needs a runtime, so both sides (and tests) agree
-//! on one definition of every rule.
+//! on one definition of every rule; the one exception, behind the `signal`
+//! feature, is the shutdown signal both binaries install in `main`.
 
 pub mod classify;
 pub mod normalize;
+#[cfg(feature = "signal")]
+pub mod signal;
 pub mod units;
 pub mod wire;
 
