@@ -50,7 +50,6 @@ fn main() -> ExitCode {
                 let on_signal = shutdown.clone();
                 tokio::spawn(async move {
                     signal.await;
-                    tracing::info!("shutdown signal received");
                     on_signal.cancel();
                 });
                 match podwarn_agent::run(*args, shutdown).await {

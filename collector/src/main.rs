@@ -28,13 +28,7 @@ fn main() -> ExitCode {
         match cli.command {
             // Registered before the store opens, so a SIGTERM meanwhile still stops it gracefully.
             Command::Serve(args) => match podwarn_shared::signal::shutdown_signal() {
-                Ok(signal) => {
-                    let signal = async move {
-                        signal.await;
-                        tracing::info!("shutdown signal received");
-                    };
-                    podwarn_collector::serve(args, signal).await
-                }
+                Ok(signal) => podwarn_collector::serve(args, signal).await,
                 Err(e) => Err(anyhow::anyhow!("installing the SIGTERM and SIGINT handlers: {e}")),
             },
             Command::Cert(CertCommand::Issue(args)) => cli::cert_issue(args).await,

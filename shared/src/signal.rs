@@ -15,5 +15,6 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 's
             _ = term.recv() => {},
             _ = interrupt.recv() => {},
         }
+        tracing::info!("shutdown signal received");
     })
 }
