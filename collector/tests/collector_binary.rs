@@ -312,3 +312,29 @@ async fn query_filters_and_cursors_walk_the_store_exactly() {
         .await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_cursor")));
 }
+
+/// SIGTERM stops the collector gracefully (exit 0, said in its log), never
+/// kills it: the handlers are installed before the store opens.
+#[test]
+fn sigterm_stops_the_collector_gracefully() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut collector = Collector::start_logging(&tmp.path().join("data"), &[], "info");
+    let pid = collector.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = collector.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "collector exit status {status}");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = collector.output.lock().unwrap()[0].stderr.clone();
+    assert!(log.contains("shutdown signal received"), "{log}");
+}
