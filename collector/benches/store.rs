@@ -12,10 +12,6 @@ use podwarn_shared::wire::{IngestBatch, WarningEvent};
 use podwarn_testkit::harness;
 use std::time::Instant;
 
-/// The collector binary's allocator, so the figures are the binary's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const BATCH: u64 = 1000;
 const SENDERS: u64 = 8;
 

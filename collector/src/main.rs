@@ -7,13 +7,6 @@ use podwarn_collector::config::{
 };
 use std::process::ExitCode;
 
-/// mimalloc rather than glibc's malloc: ingest allocates and frees the strings
-/// of every decoded event on several threads (decoding on tokio's, freeing on
-/// the store's discard thread), and with glibc's arenas that took about a
-/// tenth of the collector's CPU per event more (docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
