@@ -246,6 +246,11 @@ impl Pending {
         Ok(())
     }
 
+    /// How many blocks were changed.
+    pub fn changed(&self) -> usize {
+        self.blocks.values().filter(|b| b.dirty).count()
+    }
+
     /// Encodes and compresses every changed block. It reads no table, so
     /// the writer runs it beside its other flushes.
     pub fn seal(self) -> Sealed {
