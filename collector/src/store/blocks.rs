@@ -246,35 +246,15 @@ impl Pending {
         Ok(())
     }
 
-    /// How many blocks were changed.
-    pub fn changed(&self) -> usize {
-        self.blocks.values().filter(|b| b.dirty).count()
-    }
-
-    /// Encodes and compresses every changed block. It reads no table, so
-    /// the writer runs it beside its other flushes.
-    pub fn seal(self) -> Sealed {
-        let mut blocks: Vec<_> = self
-            .blocks
-            .into_iter()
-            .filter(|(_, b)| b.dirty)
-            .map(|(n, b)| (n, (!b.slots.is_empty()).then(|| seal(&b.encode()))))
-            .collect();
+    /// Writes every changed block, removing those left empty.
+    pub fn flush(self, table: &mut redb::Table<'_, u64, &'static [u8]>) -> super::Result<()> {
+        let mut blocks: Vec<_> = self.blocks.into_iter().collect();
         blocks.sort_unstable_by_key(|(n, _)| *n);
-        Sealed(blocks)
-    }
-}
-
-/// Changed blocks ready to be written: `None` for those left empty.
-pub struct Sealed(Vec<(u64, Option<Vec<u8>>)>);
-
-impl Sealed {
-    /// Writes every block, removing those left empty.
-    pub fn write(self, table: &mut redb::Table<'_, u64, &'static [u8]>) -> super::Result<()> {
-        for (n, bytes) in self.0 {
-            match bytes {
-                Some(bytes) => drop(table.insert(n, bytes.as_slice())?),
-                None => drop(table.remove(n)?),
+        for (n, block) in blocks.into_iter().filter(|(_, b)| b.dirty) {
+            if block.slots.is_empty() {
+                table.remove(n)?;
+            } else {
+                table.insert(n, seal(&block.encode()).as_slice())?;
             }
         }
         Ok(())

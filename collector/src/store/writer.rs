@@ -50,9 +50,6 @@ pub(super) enum Job {
 
 /// Most requests committed together.
 const MAX_GROUP: usize = 256;
-/// Fewest changed event blocks (of 64 events) compressed on a second thread:
-/// below this, starting the thread costs more than it saves.
-const SEAL_ASIDE_BLOCKS: usize = 16;
 /// Most events deleted in one retention transaction, so ingest never waits long.
 const RETENTION_BUDGET: usize = 4000;
 
@@ -579,28 +576,10 @@ fn commit_group(
                 dedup,
                 ..
             } = w;
-            let flush_indexes = |t: &mut Tables<'_>| -> Result<()> {
-                dedup.flush(&mut t.dedup)?;
-                incidents.flush(t)?;
-                postings.flush(&mut t.postings, &mut t.segments)
-            };
-            if events.changed() < SEAL_ASIDE_BLOCKS {
-                events.seal().write(&mut t.events)?;
-                flush_indexes(&mut t)?;
-            } else {
-                // Compressing the event blocks is a tenth of the writer's work
-                // in a large group and reads no table: a second core does it
-                // meanwhile.
-                std::thread::scope(|scope| -> Result<()> {
-                    let sealing = std::thread::Builder::new()
-                        .name("podwarn-store-seal".into())
-                        .spawn_scoped(scope, move || events.seal())
-                        .map_err(StoreError::storage)?;
-                    flush_indexes(&mut t)?;
-                    let sealed = sealing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                    sealed.write(&mut t.events)
-                })?;
-            }
+            events.flush(&mut t.events)?;
+            dedup.flush(&mut t.dedup)?;
+            incidents.flush(&mut t)?;
+            postings.flush(&mut t.postings, &mut t.segments)?;
             dirty_clusters.sort();
             dirty_clusters.dedup();
             for name in dirty_clusters {
