@@ -87,6 +87,17 @@ pub const PERMISSIONS: &[Permission] = &[
     },
 ];
 
+/// The one write the agent may make: its leader-election Lease, in its own
+/// namespace, with `--leader-elect`.
+pub const LEASE_PERMISSION: Permission = Permission {
+    group: "coordination.k8s.io",
+    resource: "leases",
+    subresource: None,
+    verbs: &["get", "create", "update"],
+    required: true,
+    without: "",
+};
+
 /// The RBAC rule granting `p`, as YAML to paste into a ClusterRole (or Role).
 pub fn rule_yaml(p: &Permission) -> String {
     let resource = match p.subresource {
@@ -349,51 +360,66 @@ async fn check_permissions(client: &kube::Client, args: &CheckArgs, items: &mut 
             continue;
         }
         for ns in &namespaces {
-            let mut missing = Vec::new();
-            let mut error = None;
-            for verb in p.verbs {
-                match allowed(client, p, verb, *ns).await {
-                    Ok(true) => {}
-                    Ok(false) => missing.push(*verb),
-                    Err(e) => error = Some(e),
-                }
-            }
-            let resource = match p.subresource {
-                Some(sub) => format!("{}/{sub}", p.resource),
-                None if p.group.is_empty() => p.resource.to_owned(),
-                None => format!("{}.{}", p.resource, p.group),
-            };
-            let place = ns.map_or("all namespaces".to_owned(), |n| format!("namespace {n}"));
-            let title = format!("permission: {} {resource} ({place})", p.verbs.join("/"));
-            let status = if missing.is_empty() && error.is_none() {
-                Status::Ok
-            } else if p.required {
-                Status::Fail
-            } else {
-                Status::Warn
-            };
-            let fix = (status != Status::Ok).then(|| {
-                let mut fix = String::new();
-                if let Some(e) = &error {
-                    let _ = writeln!(fix, "could not ask the API server (SelfSubjectAccessReview): {e}");
-                }
-                if !missing.is_empty() {
-                    let _ = writeln!(fix, "missing: {}", missing.join(", "));
-                    if !p.required {
-                        let _ = writeln!(fix, "without it {}", p.without);
-                    }
-                    let kind = if ns.is_some() {
-                        "Role in that namespace"
-                    } else {
-                        "ClusterRole"
-                    };
-                    let _ = write!(fix, "add this rule to the agent's {kind}:\n{}", rule_yaml(p));
-                }
-                fix
-            });
-            items.push(Item { status, title, fix });
+            items.push(check_permission(client, p, *ns).await);
         }
     }
+    if args.leader.leader_elect {
+        // The namespace `run` would elect in.
+        let namespace = args
+            .leader
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        items.push(check_permission(client, &LEASE_PERMISSION, Some(&namespace)).await);
+    }
+}
+
+/// Asks the API server whether the agent may use `p` in `ns` (all namespaces
+/// without one), and says which rule to add if not.
+async fn check_permission(client: &kube::Client, p: &Permission, ns: Option<&str>) -> Item {
+    let mut missing = Vec::new();
+    let mut error = None;
+    for verb in p.verbs {
+        match allowed(client, p, verb, ns).await {
+            Ok(true) => {}
+            Ok(false) => missing.push(*verb),
+            Err(e) => error = Some(e),
+        }
+    }
+    let resource = match p.subresource {
+        Some(sub) => format!("{}/{sub}", p.resource),
+        None if p.group.is_empty() => p.resource.to_owned(),
+        None => format!("{}.{}", p.resource, p.group),
+    };
+    let place = ns.map_or("all namespaces".to_owned(), |n| format!("namespace {n}"));
+    let title = format!("permission: {} {resource} ({place})", p.verbs.join("/"));
+    let status = if missing.is_empty() && error.is_none() {
+        Status::Ok
+    } else if p.required {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
+    let fix = (status != Status::Ok).then(|| {
+        let mut fix = String::new();
+        if let Some(e) = &error {
+            let _ = writeln!(fix, "could not ask the API server (SelfSubjectAccessReview): {e}");
+        }
+        if !missing.is_empty() {
+            let _ = writeln!(fix, "missing: {}", missing.join(", "));
+            if !p.required {
+                let _ = writeln!(fix, "without it {}", p.without);
+            }
+            let kind = if ns.is_some() {
+                "Role in that namespace"
+            } else {
+                "ClusterRole"
+            };
+            let _ = write!(fix, "add this rule to the agent's {kind}:\n{}", rule_yaml(p));
+        }
+        fix
+    });
+    Item { status, title, fix }
 }
 
 /// Prints the checklist; returns the process exit code (0 when every required item passed).

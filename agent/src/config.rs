@@ -230,6 +230,9 @@ pub struct CheckArgs {
     /// Do not check pods/log (as with `run --no-logs`).
     #[arg(long, env = "PODWARN_NO_LOGS")]
     pub no_logs: bool,
+    /// With --leader-elect, also check the Lease permissions, as `run` would need them.
+    #[command(flatten)]
+    pub leader: LeaderArgs,
 }
 
 #[cfg(test)]

@@ -294,6 +294,24 @@ async fn check_reports_a_denied_permission_with_its_rbac_rule_and_an_unreachable
     assert!(out.contains("[warn] permission: get pods/log"), "{out}");
     p.sim.faults().clear();
 
+    // With leader election, the Lease's write permissions are needed too.
+    let (code, out) = check_output(&p, &["--leader-elect", "--lease-namespace", "podwarn"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("[ok]   permission: get/create/update leases.coordination.k8s.io (namespace podwarn)"),
+        "{out}"
+    );
+    p.sim.faults().deny("update", "leases");
+    let (code, out) = check_output(&p, &["--leader-elect", "--lease-namespace", "podwarn"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("[FAIL] permission: get/create/update leases.coordination.k8s.io"),
+        "{out}"
+    );
+    assert!(out.contains("missing: update"), "{out}");
+    assert!(out.contains("apiGroups: [\"coordination.k8s.io\"]"), "{out}");
+    p.sim.faults().clear();
+
     // Nothing listens on this port: the collector is unreachable.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
