@@ -423,29 +423,34 @@ async fn reopen(store: Store, dir: &tempfile::TempDir, cache_bytes: usize) -> St
 async fn a_trailing_index_time_is_known_after_reopening() {
     let (dir, store) = store_with_agent().await;
     let at = 400 * 3600 + 60;
+    // Past the slack from `at`, so `late` must be re-indexed; `early` newer
+    // than `at` + slack, so a stale index time would list it first.
+    let (late, early) = (at + SLACK_S * 4 / 3, at + SLACK_S * 7 / 6);
     store
         .ingest(identity(), batch(vec![event("a", "shop", "late", at)]))
         .await
         .unwrap();
     // Within the slack: the index keeps `at`.
     store
-        .ingest(identity(), batch(vec![event("b", "shop", "late", at + 200)]))
+        .ingest(
+            identity(),
+            batch(vec![event("b", "shop", "late", at + SLACK_S * 2 / 3)]),
+        )
         .await
         .unwrap();
     let store = reopen(store, &dir, DEFAULT_CACHE).await;
-    // 400 s after the index time: past the slack, so it must be rewritten.
-    let events = vec![
-        event("c", "shop", "late", at + 400),
-        event("d", "shop", "early", at + 350),
-    ];
+    let events = vec![event("c", "shop", "late", late), event("d", "shop", "early", early)];
     store.ingest(identity(), batch(events)).await.unwrap();
     let query = IncidentQuery {
         limit: 1,
         ..IncidentQuery::default()
     };
-    let want = [(at + 400, "late".to_owned()), (at + 350, "early".to_owned())];
+    let want = [(late, "late".to_owned()), (early, "early".to_owned())];
     assert_eq!(incident_pages(&store, query).await, want);
 }
+
+/// How far incident index times may trail, in seconds.
+const SLACK_S: i64 = super::schema::INCIDENT_INDEX_SLACK_US / 1_000_000;
 
 /// An incident query: (namespace, since, until in seconds, page size).
 type PageCase = (Option<&'static str>, Option<i64>, Option<i64>, usize);
@@ -503,22 +508,22 @@ async fn incident_pages(store: &Store, mut query: IncidentQuery) -> Vec<(i64, St
     }
 }
 
-/// Seen again a few minutes later, an incident keeps its index time (it
+/// Seen again within the slack, an incident keeps its index time (it
 /// trails by less than the slack), so the index's order is not the
 /// records': pages still come newest first by the records, whole and once.
 #[tokio::test]
 async fn incident_pages_follow_the_records_when_index_times_trail() {
     let (_dir, store) = store_with_agent().await;
-    let base = 200 * 3600;
+    let (base, step) = (200 * 3600, SLACK_S / 10);
     let mut last_seen = std::collections::HashMap::new();
     let first: Vec<_> = (0..30i64)
         .map(|w| {
-            last_seen.insert(w, base + w * 10);
+            last_seen.insert(w, base + w * step);
             event(
                 &format!("a{w}"),
                 &format!("ns{}", w % 2),
                 &format!("w{w}"),
-                base + w * 10,
+                base + w * step,
             )
         })
         .collect();
@@ -526,7 +531,7 @@ async fn incident_pages_follow_the_records_when_index_times_trail() {
     // Within the slack of the first time, in a scrambled order.
     let again: Vec<_> = (0..30i64)
         .map(|w| {
-            let at = base + w * 10 + ((w * 7) % 29) * 10;
+            let at = base + w * step + ((w * 7) % 9) * step;
             last_seen.insert(w, at);
             event(&format!("b{w}"), &format!("ns{}", w % 2), &format!("w{w}"), at)
         })
@@ -536,8 +541,8 @@ async fn incident_pages_follow_the_records_when_index_times_trail() {
         (None, None, None, 1),
         (None, None, None, 4),
         (Some("ns1"), None, None, 3),
-        (None, Some(base + 150), Some(base + 260), 2),
-        (Some("ns0"), Some(base + 100), None, 100),
+        (None, Some(base + 15 * step), Some(base + 26 * step), 2),
+        (Some("ns0"), Some(base + 10 * step), None, 100),
     ];
     check_incident_pages(&store, &last_seen, 2, &cases).await;
 }
@@ -548,6 +553,7 @@ async fn incident_pages_follow_the_records_when_index_times_trail() {
 async fn retention_keeps_an_incident_whose_index_time_trails_past_the_cutoff() {
     let (_dir, store) = store_with_agent().await;
     let at = 300 * 3600 + 60;
+    let later = at + SLACK_S / 2;
     store
         .ingest(
             identity(),
@@ -555,12 +561,12 @@ async fn retention_keeps_an_incident_whose_index_time_trails_past_the_cutoff() {
         )
         .await
         .unwrap();
-    // Two minutes later: the index keeps the first time.
+    // Within the slack: the index keeps the first time.
     store
-        .ingest(identity(), batch(vec![event("b", "shop", "w", at + 120)]))
+        .ingest(identity(), batch(vec![event("b", "shop", "w", later)]))
         .await
         .unwrap();
-    let done = store.apply_retention((at + 60) * 1_000_000).await.unwrap();
+    let done = store.apply_retention((at + SLACK_S / 4) * 1_000_000).await.unwrap();
     assert_eq!((done.events, done.incidents), (2, 1));
     let left = incident_pages(
         &store,
@@ -570,7 +576,7 @@ async fn retention_keeps_an_incident_whose_index_time_trails_past_the_cutoff() {
         },
     )
     .await;
-    assert_eq!(left, [(at + 120, "w".to_owned())]);
+    assert_eq!(left, [(later, "w".to_owned())]);
 }
 
 /// Retention deletes an incident whose last occurrence is older than the
