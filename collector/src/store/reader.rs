@@ -593,55 +593,28 @@ pub(super) fn incidents(txn: &ReadTransaction, q: &IncidentQuery) -> Result<Page
     }
     let mut items = Vec::new();
     let mut last_item = None;
-    // Records read whose place on the page is not yet certain, oldest first.
-    let mut unplaced: Vec<((i64, u64), IncidentView)> = Vec::new();
-    // Moves to the page every unplaced record after `bound` (all of them
-    // without one), newest first; returns false once the page is full.
-    let mut place = |unplaced: &mut Vec<((i64, u64), IncidentView)>, bound: Option<(i64, u64)>| {
-        while unplaced.last().is_some_and(|(at, _)| bound.is_none_or(|b| *at > b)) {
-            let Some(((ts_us, id), view)) = unplaced.pop() else {
-                break;
-            };
-            items.push(view);
-            last_item = Some(Position { ts_us, id });
-            if items.len() == q.limit {
-                return false;
-            }
-        }
-        true
-    };
     let (exhausted, last_bucket) = walk_buckets(ranges, |bucket| {
-        // A bucket's entries are in id order: order them by index time, then
-        // read records newest first. Index times trail the records' by up
-        // to the slack, so a record takes its place on the page once every
-        // entry left to read is older than it can be.
-        bucket.retain(|at| at.0.saturating_add(INCIDENT_INDEX_SLACK_US) >= lo_ts && *at < (hi_ts, hi_id));
+        // A bucket's entries are in id order: order them by time (the index
+        // has it), then read records newest first until the page is full.
+        bucket.retain(|at| at.0 >= lo_ts && *at < (hi_ts, hi_id));
         bucket.sort_unstable_by_key(|at| std::cmp::Reverse(*at));
-        for &(indexed, id) in bucket.iter() {
-            if !place(
-                &mut unplaced,
-                Some((indexed.saturating_add(INCIDENT_INDEX_SLACK_US), u64::MAX)),
-            ) {
-                return Ok(false);
-            }
+        for &(ts_us, id) in bucket.iter() {
             let Some(bytes) = table.get(id)? else { continue };
             let rec: IncidentRecord = decode(bytes.value())?;
-            let at = (rec.last_seen_us, id);
             let active = incidents::is_active(rec.last_seen_us, q.now_us, q.active_window);
-            let matches = rec.last_seen_us >= lo_ts
-                && at < (hi_ts, hi_id)
-                && q.namespace.as_ref().is_none_or(|v| *v == rec.namespace)
+            let matches = q.namespace.as_ref().is_none_or(|v| *v == rec.namespace)
                 && workload_matches(&q.workload, &rec.workload)
                 && q.incident_type.is_none_or(|t| t.code() == rec.incident_type)
                 && q.active.is_none_or(|a| a == active);
             if matches && let Some(cluster) = clusters.get(&rec.cluster) {
-                let view = incident_view(id, rec, cluster, q.now_us, q.active_window);
-                let slot = unplaced.partition_point(|(other, _)| *other < at);
-                unplaced.insert(slot, (at, view));
+                items.push(incident_view(id, rec, cluster, q.now_us, q.active_window));
+                last_item = Some(Position { ts_us, id });
+                if items.len() == q.limit {
+                    return Ok(false);
+                }
             }
         }
-        // Every later bucket is older than all of this one.
-        Ok(place(&mut unplaced, None))
+        Ok(true)
     })?;
     let next = if items.len() == q.limit {
         last_item

@@ -13,9 +13,7 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Incident records by id.
 pub const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
 /// Secondary indexes over incidents, see [`incident_entries`].
-/// The value is the incident's last occurrence (microseconds) as last
-/// indexed: never later than the record's, and at most
-/// [`INCIDENT_INDEX_SLACK_US`] earlier.
+/// The value is the incident's exact last occurrence (microseconds).
 pub const INCIDENT_INDEX: TableDefinition<IncidentIndexKey, i64> = TableDefinition::new("incident_index");
 /// Cluster name → cluster id.
 pub const CLUSTER_IDS: TableDefinition<&str, u32> = TableDefinition::new("cluster_ids");
@@ -266,23 +264,11 @@ pub type IncidentIndexKey = BytesKey<INDEX_KEY_LEN>;
 /// How wide the incident index's time buckets are: one hour.
 ///
 /// An incident's index keys carry the hour its last occurrence fell in,
-/// and their values the time, so a busy incident's entries move once an
-/// hour; in between, their values are rewritten in place instead of
+/// and their values the exact time, so a busy incident's entries move once
+/// an hour; in between, a commit rewrites their values in place instead of
 /// removing and inserting them. A query reads a whole hour's entries (keys
 /// and times only) and orders them by time.
 pub const INCIDENT_BUCKET_US: i64 = 3_600_000_000;
-
-/// How far an incident's index values may trail its last occurrence.
-///
-/// A busy incident's last occurrence moves in nearly every commit, and
-/// rewriting its three index values each time was a sixth of the writer's
-/// work. The writer rewrites them only when they fall this far behind (or
-/// the hour changes), so a query orders an hour's entries by index time and
-/// treats a record as placed once no entry left to read can be newer than
-/// it: index time + this. A query therefore also reads the records of every
-/// incident seen within this long of its page's end: 5 minutes made the
-/// 200-agent load test's incident queries eight times slower, so it is short.
-pub const INCIDENT_INDEX_SLACK_US: i64 = 10_000_000;
 
 /// The start of the incident-index bucket `ts_us` falls in.
 pub fn incident_bucket(ts_us: i64) -> i64 {

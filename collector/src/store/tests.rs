@@ -329,7 +329,20 @@ async fn lists_exactly_what_a_model_holds(cache_bytes: usize) {
     model.retain(|_, e| e.3 >= cutoff_s);
     check(&store, &model, "after retention").await;
 
-    let store = reopen(store, &dir, cache_bytes).await;
+    drop(store);
+    // The writer thread lets go of the file once it sees the channel closed.
+    let mut reopened = None;
+    for _ in 0..100 {
+        match Store::open_with_cache(&dir.path().join("s.redb"), cache_bytes) {
+            Ok(store) => {
+                reopened = Some(store);
+                break;
+            }
+            Err(StoreError::Locked(_)) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            Err(e) => panic!("reopening: {e}"),
+        }
+    }
+    let store = reopened.expect("the store is released within 5 s");
     check(&store, &model, "after reopening").await;
     let clusters = store.clusters().await.unwrap();
     assert_eq!(clusters[0].events_stored, model.len() as u64);
@@ -392,94 +405,47 @@ async fn incident_pages_are_newest_first_across_hour_buckets() {
         store.ingest(identity(), batch(vec![again])).await.unwrap();
         last_seen.insert(w, at);
     }
-    let cases: [PageCase; 5] = [
+    // (namespace, since, until, page size)
+    type Case = (Option<&'static str>, Option<i64>, Option<i64>, usize);
+    let cases: [Case; 5] = [
         (None, None, None, 7),
         (None, None, None, 1),
         (Some("ns2"), None, None, 3),
         (None, Some(102 * hour + 5), Some(105 * hour), 4),
         (Some("ns1"), Some(101 * hour), None, 100),
     ];
-    check_incident_pages(&store, &last_seen, 4, &cases).await;
-}
-
-/// Closes `store` and opens its file in `dir` again, with empty caches.
-async fn reopen(store: Store, dir: &tempfile::TempDir, cache_bytes: usize) -> Store {
-    drop(store);
-    // The writer thread lets go of the file once it sees the channel closed.
-    for _ in 0..100 {
-        match Store::open_with_cache(&dir.path().join("s.redb"), cache_bytes) {
-            Ok(store) => return store,
-            Err(StoreError::Locked(_)) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-            Err(e) => panic!("reopening: {e}"),
-        }
-    }
-    panic!("the store was not released within 5 s");
-}
-
-/// The writer learns an incident's index time from the index, not from its
-/// record: after a restart, an incident whose index time trails is still
-/// re-indexed before it trails by more than the slack.
-#[tokio::test]
-async fn a_trailing_index_time_is_known_after_reopening() {
-    let (dir, store) = store_with_agent().await;
-    let at = 400 * 3600 + 60;
-    // Past the slack from `at`, so `late` must be re-indexed; `early` newer
-    // than `at` + slack, so a stale index time would list it first.
-    let (late, early) = (at + SLACK_S * 4 / 3, at + SLACK_S * 7 / 6);
-    store
-        .ingest(identity(), batch(vec![event("a", "shop", "late", at)]))
-        .await
-        .unwrap();
-    // Within the slack: the index keeps `at`.
-    store
-        .ingest(
-            identity(),
-            batch(vec![event("b", "shop", "late", at + SLACK_S * 2 / 3)]),
-        )
-        .await
-        .unwrap();
-    let store = reopen(store, &dir, DEFAULT_CACHE).await;
-    let events = vec![event("c", "shop", "late", late), event("d", "shop", "early", early)];
-    store.ingest(identity(), batch(events)).await.unwrap();
-    let query = IncidentQuery {
-        limit: 1,
-        ..IncidentQuery::default()
-    };
-    let want = [(late, "late".to_owned()), (early, "early".to_owned())];
-    assert_eq!(incident_pages(&store, query).await, want);
-}
-
-/// How far incident index times may trail, in seconds.
-const SLACK_S: i64 = super::schema::INCIDENT_INDEX_SLACK_US / 1_000_000;
-
-/// An incident query: (namespace, since, until in seconds, page size).
-type PageCase = (Option<&'static str>, Option<i64>, Option<i64>, usize);
-
-/// Walks the pages of each case's query and compares them with what
-/// `last_seen` (workload `w{n}` → last occurrence, in namespace
-/// `ns{n % namespaces}`) says, newest first.
-async fn check_incident_pages(
-    store: &Store,
-    last_seen: &std::collections::HashMap<i64, i64>,
-    namespaces: i64,
-    cases: &[PageCase],
-) {
-    for &(namespace, since, until, limit) in cases {
+    for (namespace, since, until, limit) in cases {
         let mut want: Vec<(i64, String)> = last_seen
             .iter()
-            .filter(|(w, _)| namespace.is_none_or(|ns| ns == format!("ns{}", *w % namespaces)))
+            .filter(|(w, _)| namespace.is_none_or(|ns| ns == format!("ns{}", *w % 4)))
             .filter(|(_, at)| since.is_none_or(|s| **at >= s) && until.is_none_or(|u| **at <= u))
             .map(|(w, at)| (*at, format!("w{w}")))
             .collect();
         want.sort_by(|a, b| b.cmp(a));
-        let query = IncidentQuery {
-            namespace: namespace.map(str::to_owned),
-            since_us: since.map(|s| s * 1_000_000),
-            until_us: until.map(|u| u * 1_000_000),
-            limit,
-            ..IncidentQuery::default()
-        };
-        let got = incident_pages(store, query).await;
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .incidents(IncidentQuery {
+                    namespace: namespace.map(str::to_owned),
+                    since_us: since.map(|s| s * 1_000_000),
+                    until_us: until.map(|u| u * 1_000_000),
+                    limit,
+                    after,
+                    ..IncidentQuery::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.items.len() <= limit);
+            got.extend(page.items.iter().map(|i| {
+                let name = i.workload.as_ref().map(|w| w.name.clone()).unwrap_or_default();
+                (i.last_seen.as_second(), name)
+            }));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
         let want_names: Vec<&str> = want.iter().map(|(_, w)| w.as_str()).collect();
         let got_names: Vec<&str> = got.iter().map(|(_, w)| w.as_str()).collect();
         assert_eq!(
@@ -488,95 +454,6 @@ async fn check_incident_pages(
         );
         assert_eq!(got, want);
     }
-}
-
-/// Every incident `query` finds, as (last seen in seconds, workload), walking
-/// its pages; each page holds at most `query.limit`.
-async fn incident_pages(store: &Store, mut query: IncidentQuery) -> Vec<(i64, String)> {
-    let mut got = Vec::new();
-    loop {
-        let page = store.incidents(query.clone()).await.unwrap();
-        assert!(page.items.len() <= query.limit);
-        got.extend(page.items.iter().map(|i| {
-            let name = i.workload.as_ref().map(|w| w.name.clone()).unwrap_or_default();
-            (i.last_seen.as_second(), name)
-        }));
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => return got,
-        }
-    }
-}
-
-/// Seen again within the slack, an incident keeps its index time (it
-/// trails by less than the slack), so the index's order is not the
-/// records': pages still come newest first by the records, whole and once.
-#[tokio::test]
-async fn incident_pages_follow_the_records_when_index_times_trail() {
-    let (_dir, store) = store_with_agent().await;
-    let (base, step) = (200 * 3600, SLACK_S / 10);
-    let mut last_seen = std::collections::HashMap::new();
-    let first: Vec<_> = (0..30i64)
-        .map(|w| {
-            last_seen.insert(w, base + w * step);
-            event(
-                &format!("a{w}"),
-                &format!("ns{}", w % 2),
-                &format!("w{w}"),
-                base + w * step,
-            )
-        })
-        .collect();
-    store.ingest(identity(), batch(first)).await.unwrap();
-    // Within the slack of the first time, in a scrambled order.
-    let again: Vec<_> = (0..30i64)
-        .map(|w| {
-            let at = base + w * step + ((w * 7) % 9) * step;
-            last_seen.insert(w, at);
-            event(&format!("b{w}"), &format!("ns{}", w % 2), &format!("w{w}"), at)
-        })
-        .collect();
-    store.ingest(identity(), batch(again)).await.unwrap();
-    let cases: [PageCase; 5] = [
-        (None, None, None, 1),
-        (None, None, None, 4),
-        (Some("ns1"), None, None, 3),
-        (None, Some(base + 15 * step), Some(base + 26 * step), 2),
-        (Some("ns0"), Some(base + 10 * step), None, 100),
-    ];
-    check_incident_pages(&store, &last_seen, 2, &cases).await;
-}
-
-/// Retention keeps an incident whose index time is before the cutoff but
-/// whose last occurrence, within the slack, is not.
-#[tokio::test]
-async fn retention_keeps_an_incident_whose_index_time_trails_past_the_cutoff() {
-    let (_dir, store) = store_with_agent().await;
-    let at = 300 * 3600 + 60;
-    let later = at + SLACK_S / 2;
-    store
-        .ingest(
-            identity(),
-            batch(vec![event("a", "shop", "w", at), event("x", "shop", "gone", at)]),
-        )
-        .await
-        .unwrap();
-    // Within the slack: the index keeps the first time.
-    store
-        .ingest(identity(), batch(vec![event("b", "shop", "w", later)]))
-        .await
-        .unwrap();
-    let done = store.apply_retention((at + SLACK_S / 4) * 1_000_000).await.unwrap();
-    assert_eq!((done.events, done.incidents), (2, 1));
-    let left = incident_pages(
-        &store,
-        IncidentQuery {
-            limit: 10,
-            ..IncidentQuery::default()
-        },
-    )
-    .await;
-    assert_eq!(left, [(later, "w".to_owned())]);
 }
 
 /// Retention deletes an incident whose last occurrence is older than the

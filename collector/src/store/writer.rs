@@ -235,8 +235,7 @@ pub(super) struct Incidents {
 
 struct Known {
     rec: IncidentRecord,
-    /// The time its index entries have on disk, if any (see
-    /// [`INCIDENT_INDEX_SLACK_US`]).
+    /// The last occurrence its index entries have on disk, if any.
     indexed: Option<i64>,
     dirty: bool,
 }
@@ -262,11 +261,7 @@ impl Incidents {
                     return Ok(None);
                 };
                 let rec: IncidentRecord = decode(bytes.value())?;
-                // The index time may trail the record's: read it.
-                let indexed = match incident_entries(&rec, id, incident_bucket(rec.last_seen_us)).next() {
-                    Some(key) => t.incident_index.get(key)?.map(|v| v.value()),
-                    None => None,
-                };
+                let indexed = Some(rec.last_seen_us);
                 e.insert(Known {
                     rec,
                     indexed,
@@ -311,8 +306,7 @@ impl Incidents {
 
     /// Writes the records changed in this transaction with their index
     /// entries: moved when the last occurrence moved to another bucket,
-    /// given the new time in place when their time fell more than
-    /// [`INCIDENT_INDEX_SLACK_US`] behind, else left as they are.
+    /// else given the new time in place.
     fn flush(&mut self, t: &mut Tables<'_>) -> Result<()> {
         let mut buf = Vec::new();
         for id in self.dirty.drain(..) {
@@ -320,10 +314,7 @@ impl Incidents {
             k.dirty = false;
             let last_seen = k.rec.last_seen_us;
             let bucket = incident_bucket(last_seen);
-            let current = k.indexed.is_some_and(|at| {
-                incident_bucket(at) == bucket && at <= last_seen && last_seen - at <= INCIDENT_INDEX_SLACK_US
-            });
-            if !current {
+            if k.indexed != Some(last_seen) {
                 if let Some(old) = k.indexed.map(incident_bucket).filter(|old| *old != bucket) {
                     for key in incident_entries(&k.rec, id, old) {
                         t.incident_index.remove(key)?;
@@ -895,37 +886,23 @@ fn retention(t: &mut Tables<'_>, state: &mut State, w: &mut Work<'_>, cutoff_us:
         rec.events_stored = rec
             .events_stored
             .saturating_sub(deleted_per_cluster.get(id).copied().unwrap_or(0));
-        // Up to the cutoff's bucket, then by the time the index holds; an
-        // index time within the slack of the cutoff may trail a last
-        // occurrence past it, so there the record decides.
+        // Up to the cutoff's bucket, then by the exact time the index holds.
         let lo = index_key(Dim::Time, *id, 0, i64::MIN, 0);
         let hi = index_key(Dim::Time, *id, 0, incident_bucket(cutoff_us), u64::MAX);
         let mut candidates = Vec::new();
         for row in t.incident_index.range(lo..=hi)? {
-            let (key, indexed) = row?;
-            if indexed.value() < cutoff_us {
-                let unsure = indexed.value() >= cutoff_us.saturating_sub(INCIDENT_INDEX_SLACK_US);
-                candidates.push((position_of(&key.value()), unsure));
+            let (key, last_seen) = row?;
+            if last_seen.value() < cutoff_us {
+                candidates.push(position_of(&key.value()));
             }
         }
-        for ((bucket, incident), unsure) in candidates {
-            if unsure && last_seen_of(t, incident)?.is_some_and(|last| last >= cutoff_us) {
-                continue;
-            }
+        for (bucket, incident) in candidates {
             if delete_incident(t, w, incident, bucket)? {
                 out.incidents += 1;
             }
         }
     }
     Ok(out)
-}
-
-/// The last occurrence of incident `id` as stored.
-fn last_seen_of(t: &Tables<'_>, id: u64) -> Result<Option<i64>> {
-    match t.incidents.get(id)? {
-        Some(bytes) => Ok(Some(decode::<IncidentRecord>(bytes.value())?.last_seen_us)),
-        None => Ok(None),
-    }
 }
 
 /// Deletes incident `id`, whose index entries are in `bucket`, with them;
