@@ -100,16 +100,37 @@ pub const LEASE_PERMISSION: Permission = Permission {
 
 /// The RBAC rule granting `p`, as YAML to paste into a ClusterRole (or Role).
 pub fn rule_yaml(p: &Permission) -> String {
+    rule_yaml_for(p, p.verbs, None)
+}
+
+/// The rule granting `verbs` of `p`, only on the object `name` if given.
+fn rule_yaml_for(p: &Permission, verbs: &[&str], name: Option<&str>) -> String {
     let resource = match p.subresource {
         Some(sub) => format!("{}/{sub}", p.resource),
         None => p.resource.to_owned(),
     };
-    let verbs: Vec<String> = p.verbs.iter().map(|v| format!("\"{v}\"")).collect();
+    let verbs: Vec<String> = verbs.iter().map(|v| format!("\"{v}\"")).collect();
+    let names = name.map_or(String::new(), |n| format!("\n  resourceNames: [\"{n}\"]"));
     format!(
-        "- apiGroups: [\"{}\"]\n  resources: [\"{resource}\"]\n  verbs: [{}]",
+        "- apiGroups: [\"{}\"]\n  resources: [\"{resource}\"]{names}\n  verbs: [{}]",
         p.group,
         verbs.join(", ")
     )
+}
+
+/// The rules granting `p` on the object `name` alone: `create` cannot be
+/// limited to a name (the object does not exist yet), the other verbs can,
+/// as the shipped Role does for the Lease.
+fn named_rules_yaml(p: &Permission, name: &str) -> String {
+    let (create, named): (Vec<&str>, Vec<&str>) = p.verbs.iter().partition(|v| **v == "create");
+    let mut rules = Vec::new();
+    if !create.is_empty() {
+        rules.push(rule_yaml_for(p, &create, None));
+    }
+    if !named.is_empty() {
+        rules.push(rule_yaml_for(p, &named, Some(name)));
+    }
+    rules.join("\n")
 }
 
 /// Hints for an API server that cannot be reached, by what the error says.
@@ -137,7 +158,15 @@ pub fn connection_hint(error: &str) -> String {
     }
 }
 
-async fn allowed(client: &kube::Client, p: &Permission, verb: &str, namespace: Option<&str>) -> Result<bool, String> {
+/// Whether the agent may `verb` `p` in `namespace` (all without one), on the
+/// object `name` if given (a Role may grant a verb on named objects only).
+async fn allowed(
+    client: &kube::Client,
+    p: &Permission,
+    verb: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Result<bool, String> {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
@@ -146,6 +175,7 @@ async fn allowed(client: &kube::Client, p: &Permission, verb: &str, namespace: O
                 subresource: p.subresource.map(str::to_owned),
                 verb: Some(verb.to_owned()),
                 namespace: namespace.map(str::to_owned),
+                name: name.map(str::to_owned),
                 ..ResourceAttributes::default()
             }),
             ..SelfSubjectAccessReviewSpec::default()
@@ -360,27 +390,26 @@ async fn check_permissions(client: &kube::Client, args: &CheckArgs, items: &mut 
             continue;
         }
         for ns in &namespaces {
-            items.push(check_permission(client, p, *ns).await);
+            items.push(check_permission(client, p, *ns, None).await);
         }
     }
     if args.leader.leader_elect {
-        // The namespace `run` would elect in.
-        let namespace = args
-            .leader
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_owned());
-        items.push(check_permission(client, &LEASE_PERMISSION, Some(&namespace)).await);
+        let namespace = args.leader.namespace(client);
+        let lease = Some(args.leader.lease_name.as_str());
+        items.push(check_permission(client, &LEASE_PERMISSION, Some(&namespace), lease).await);
     }
 }
 
 /// Asks the API server whether the agent may use `p` in `ns` (all namespaces
-/// without one), and says which rule to add if not.
-async fn check_permission(client: &kube::Client, p: &Permission, ns: Option<&str>) -> Item {
+/// without one), on the object `name` alone if given, and says which rule to
+/// add if not.
+async fn check_permission(client: &kube::Client, p: &Permission, ns: Option<&str>, name: Option<&str>) -> Item {
     let mut missing = Vec::new();
     let mut error = None;
     for verb in p.verbs {
-        match allowed(client, p, verb, ns).await {
+        // `create` names no existing object.
+        let object = name.filter(|_| *verb != "create");
+        match allowed(client, p, verb, ns, object).await {
             Ok(true) => {}
             Ok(false) => missing.push(*verb),
             Err(e) => error = Some(e),
@@ -415,7 +444,8 @@ async fn check_permission(client: &kube::Client, p: &Permission, ns: Option<&str
             } else {
                 "ClusterRole"
             };
-            let _ = write!(fix, "add this rule to the agent's {kind}:\n{}", rule_yaml(p));
+            let rules = name.map_or_else(|| rule_yaml(p), |n| named_rules_yaml(p, n));
+            let _ = write!(fix, "add this rule to the agent's {kind}:\n{rules}");
         }
         fix
     });

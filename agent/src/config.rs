@@ -168,6 +168,16 @@ pub struct LeaderArgs {
     pub lease_duration: Duration,
 }
 
+impl LeaderArgs {
+    /// The namespace the Lease is in: `--lease-namespace`, else the client's
+    /// default (the service account's or the kubeconfig context's).
+    pub fn namespace(&self, client: &kube::Client) -> String {
+        self.lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned())
+    }
+}
+
 /// `run` flags.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {

@@ -53,10 +53,7 @@ fn leader_election(
         ops::metrics().leader.set(1);
         return None;
     }
-    let namespace = args
-        .lease_namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let namespace = args.namespace(client);
     let identity = args.lease_identity.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "podwarn-agent".into());
         format!("{host}-{:08x}", rand::random::<u32>())

@@ -310,6 +310,10 @@ async fn check_reports_a_denied_permission_with_its_rbac_rule_and_an_unreachable
     );
     assert!(out.contains("missing: update"), "{out}");
     assert!(out.contains("apiGroups: [\"coordination.k8s.io\"]"), "{out}");
+    // As the shipped Role: create on any Lease, get and update on this one.
+    assert!(out.contains("verbs: [\"create\"]"), "{out}");
+    assert!(out.contains("resourceNames: [\"podwarn-agent\"]"), "{out}");
+    assert!(out.contains("verbs: [\"get\", \"update\"]"), "{out}");
     p.sim.faults().clear();
 
     // Nothing listens on this port: the collector is unreachable.
