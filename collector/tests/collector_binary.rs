@@ -334,7 +334,14 @@ fn sigterm_stops_the_collector_gracefully() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "collector exit status {status}");
-    std::thread::sleep(Duration::from_millis(200));
-    let log = collector.output.lock().unwrap()[0].stderr.clone();
-    assert!(log.contains("shutdown signal received"), "{log}");
+    // Its log is read by another thread: wait for that to catch up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = collector.output.lock().unwrap()[0].stderr.clone();
+        if log.contains("shutdown signal received") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
