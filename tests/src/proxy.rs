@@ -256,7 +256,11 @@ async fn pump(mut p: Pump<'_>) {
             return;
         }
         let mode = *p.mode.borrow_and_update();
+        // A reset forwards nothing either: the connection's task cuts both
+        // sides, and a pump polled before it notices must not first hand over
+        // what the stall held (a request the test believes was black-holed).
         let stalled = mode == ProxyMode::Stall;
+        let halted = stalled || mode == ProxyMode::Reset;
         if stalled && !counted_stall && !p.downstream {
             // One count per connection and stall (the upstream direction does the counting).
             counted_stall = true;
@@ -267,7 +271,7 @@ async fn pump(mut p: Pump<'_>) {
         }
         let due = queue.front().map(|(t, _)| *t);
         tokio::select! {
-            read = p.from.read(&mut buf), if !eof && !stalled && queue.len() < MAX_QUEUED => match read {
+            read = p.from.read(&mut buf), if !eof && !halted && queue.len() < MAX_QUEUED => match read {
                 Ok(0) | Err(_) => eof = true,
                 Ok(n) => {
                     let delay = match mode {
@@ -280,7 +284,7 @@ async fn pump(mut p: Pump<'_>) {
                     queue.push_back((Instant::now() + delay, buf[..n].to_vec()));
                 }
             },
-            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() && !stalled => {
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() && !halted => {
                 let (_, chunk) = queue.pop_front().expect("a due chunk");
                 // Counted first, so a peer that got the bytes also sees them counted.
                 let counter = if p.downstream { &p.counters.bytes_down } else { &p.counters.bytes_up };
@@ -366,6 +370,42 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
         // The open connection's two sides, then the new one.
         assert_eq!(proxy.stats().reset, 3);
+    }
+
+    #[tokio::test]
+    async fn bytes_held_by_a_stall_are_cut_by_a_reset_not_forwarded() {
+        // Responses held back by a delay, then by a stall, then cut by a reset:
+        // none may reach the client. Many connections, because the switch
+        // from stall to reset is a race the proxy must win every time.
+        let proxy = Proxy::start(echo_server().await).await.unwrap();
+        proxy.set_mode(ProxyMode::Delay(Duration::from_millis(200)));
+        let mut clients = Vec::new();
+        for _ in 0..32 {
+            let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+            s.write_all(b"held").await.unwrap();
+            clients.push(s);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proxy.stats().delayed < 32 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        proxy.set_mode(ProxyMode::Stall);
+        assert_eq!(proxy.stats().bytes_down, 0, "a delayed response went through early");
+        // Past the delay: the held responses are due, but stalled.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        proxy.set_mode(ProxyMode::Reset);
+        let mut leaked = 0;
+        for s in &mut clients {
+            let mut buf = [0u8; 16];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => leaked += n,
+                }
+            }
+        }
+        assert_eq!(leaked, 0, "bytes held by the stall reached clients on the reset");
+        assert_eq!(proxy.stats().bytes_down, 0);
     }
 
     #[tokio::test]
