@@ -118,19 +118,25 @@ fn rule_yaml_for(p: &Permission, verbs: &[&str], name: Option<&str>) -> String {
     )
 }
 
-/// The rules granting `p` on the object `name` alone: `create` cannot be
-/// limited to a name (the object does not exist yet), the other verbs can,
-/// as the shipped Role does for the Lease.
+/// The rules granting `p` on the object `name` alone: verbs that name no
+/// object (`create`: it does not exist yet) cannot be limited to a name, the
+/// others can, as the shipped Role does for the Lease.
 fn named_rules_yaml(p: &Permission, name: &str) -> String {
-    let (create, named): (Vec<&str>, Vec<&str>) = p.verbs.iter().partition(|v| **v == "create");
+    let (named, unnamed): (Vec<&str>, Vec<&str>) = p.verbs.iter().partition(|v| names_an_object(v));
     let mut rules = Vec::new();
-    if !create.is_empty() {
-        rules.push(rule_yaml_for(p, &create, None));
+    if !unnamed.is_empty() {
+        rules.push(rule_yaml_for(p, &unnamed, None));
     }
     if !named.is_empty() {
         rules.push(rule_yaml_for(p, &named, Some(name)));
     }
     rules.join("\n")
+}
+
+/// Whether a request with `verb` names an existing object, so that a Role's
+/// `resourceNames` can limit it (`create`, `list` and `watch` name none).
+fn names_an_object(verb: &str) -> bool {
+    !matches!(verb, "create" | "list" | "watch" | "deletecollection")
 }
 
 /// Hints for an API server that cannot be reached, by what the error says.
@@ -407,8 +413,7 @@ async fn check_permission(client: &kube::Client, p: &Permission, ns: Option<&str
     let mut missing = Vec::new();
     let mut error = None;
     for verb in p.verbs {
-        // `create` names no existing object.
-        let object = name.filter(|_| *verb != "create");
+        let object = name.filter(|_| names_an_object(verb));
         match allowed(client, p, verb, ns, object).await {
             Ok(true) => {}
             Ok(false) => missing.push(*verb),

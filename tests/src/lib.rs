@@ -73,7 +73,7 @@
 //! | `POST /_sim/faults/expire-versions` | | [`FaultHandle::expire_versions`] |
 //! | `POST /_sim/faults/silent-stale-watch` | `{on}` | [`FaultHandle::silent_stale_watch`] |
 //! | `POST /_sim/faults/slow-responses` | `{millis}` | [`FaultHandle::slow_responses`] |
-//! | `POST /_sim/faults/deny` / `allow` | `{verb, resource}` | [`FaultHandle::deny`] / [`FaultHandle::allow`] |
+//! | `POST /_sim/faults/deny` / `allow` | `{verb, resource}`, for deny optionally `except_names: [..]` | [`FaultHandle::deny`], [`FaultHandle::deny_except`] / [`FaultHandle::allow`] |
 //! | `POST /_sim/faults/clear` | | every fault off |
 //! | `POST /_sim/scenario` | `{name, seed?, rate?}` | starts a [`Scenario`] |
 //! | `DELETE /_sim/scenario` | | stops it |

@@ -316,6 +316,28 @@ async fn check_reports_a_denied_permission_with_its_rbac_rule_and_an_unreachable
     assert!(out.contains("verbs: [\"get\", \"update\"]"), "{out}");
     p.sim.faults().clear();
 
+    // The shipped Role grants get and update on one Lease by name; check must ask
+    // for that name, and fails for a Lease the Role does not name.
+    for verb in ["get", "update"] {
+        p.sim.faults().deny_except(verb, "leases", &["podwarn-agent"]);
+    }
+    let (code, out) = check_output(&p, &["--leader-elect", "--lease-namespace", "podwarn"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = check_output(
+        &p,
+        &[
+            "--leader-elect",
+            "--lease-namespace",
+            "podwarn",
+            "--lease-name",
+            "other",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("missing: get, update"), "{out}");
+    assert!(out.contains("resourceNames: [\"other\"]"), "{out}");
+    p.sim.faults().clear();
+
     // Nothing listens on this port: the collector is unreachable.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

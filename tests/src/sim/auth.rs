@@ -52,7 +52,8 @@ pub(crate) fn self_subject_access_review(sh: &Shared, body: &[u8]) -> Result<Res
         } else {
             format!("{resource}/{sub}")
         };
-        if sh.faults.is_denied(verb, &full) {
+        let name = attrs["name"].as_str().filter(|n| !n.is_empty());
+        if sh.faults.is_denied(verb, &full, name) {
             json!({ "allowed": false, "reason": "denied by podwarn-sim fault switch" })
         } else {
             json!({ "allowed": true, "reason": "RBAC: allowed by podwarn-sim" })

@@ -270,8 +270,7 @@ async fn fault(
         "silent-stale-watch" => f.silent_stale_watch(v.get("on").and_then(Value::as_bool).unwrap_or(true)),
         "slow-responses" => f.slow_responses(millis(&v, "millis").unwrap_or_default()),
         "deny" => {
-            let d = denial()?;
-            f.deny(&d.verb, &d.resource);
+            f.add_denial(denial()?);
         }
         "allow" => {
             let d = denial()?;

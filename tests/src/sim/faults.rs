@@ -19,6 +19,19 @@ pub struct Denial {
     pub verb: String,
     /// Resource such as `events`, `pods/log`, `leases`, or `*`.
     pub resource: String,
+    /// Objects still allowed by name, as a Role's `resourceNames` grants them:
+    /// a request or access review naming one of these passes, one naming
+    /// another object or none (list, watch, create) is denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except_names: Vec<String>,
+}
+
+impl Denial {
+    fn denies(&self, verb: &str, resource: &str, name: Option<&str>) -> bool {
+        (self.verb == "*" || self.verb == verb)
+            && (self.resource == "*" || self.resource == resource)
+            && !name.is_some_and(|n| self.except_names.iter().any(|e| e == n))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -160,10 +173,9 @@ impl Faults {
         *lock(&self.slow)
     }
 
-    pub(crate) fn is_denied(&self, verb: &str, resource: &str) -> bool {
-        lock(&self.denials)
-            .iter()
-            .any(|d| (d.verb == "*" || d.verb == verb) && (d.resource == "*" || d.resource == resource))
+    /// Whether `verb` on `resource` (the object `name`, if the request names one) is refused.
+    pub(crate) fn is_denied(&self, verb: &str, resource: &str, name: Option<&str>) -> bool {
+        lock(&self.denials).iter().any(|d| d.denies(verb, resource, name))
     }
 }
 
@@ -240,14 +252,25 @@ impl FaultHandle {
     /// Denies `verb` on `resource` both in SelfSubjectAccessReview and on the real request
     /// (403 Forbidden Status).
     pub fn deny(&self, verb: &str, resource: &str) {
-        let d = Denial {
+        self.deny_except(verb, resource, &[]);
+    }
+
+    /// Allows `verb` on `resource` only for the objects named in `names`, as a Role with
+    /// `resourceNames` does: requests and access reviews for any other object, or for
+    /// none, are denied.
+    pub fn deny_except(&self, verb: &str, resource: &str, names: &[&str]) {
+        self.add_denial(Denial {
             verb: verb.to_string(),
             resource: resource.to_string(),
-        };
+            except_names: names.iter().map(|n| n.to_string()).collect(),
+        });
+    }
+
+    pub(crate) fn add_denial(&self, d: Denial) {
         let mut denials = lock(&self.faults().denials);
-        if !denials.contains(&d) {
-            denials.push(d);
-        }
+        // One rule per verb and resource: a later call replaces the names.
+        denials.retain(|old| !(old.verb == d.verb && old.resource == d.resource));
+        denials.push(d);
     }
 
     /// Removes one denial.

@@ -178,7 +178,7 @@ fn resource(
         Some(s) => format!("{}/{s}", p.info.plural),
         None => p.info.plural.to_string(),
     };
-    if sh.faults.is_denied(verb, &rbac_resource) {
+    if sh.faults.is_denied(verb, &rbac_resource, p.name.as_deref()) {
         return Err(ApiError::forbidden(
             &sh.config.user,
             verb,
