@@ -20,8 +20,6 @@ pub mod query;
 pub mod ratelimit;
 pub mod server;
 pub mod store;
-#[cfg(test)]
-mod testing;
 pub mod tls;
 pub mod token;
 

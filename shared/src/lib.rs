@@ -10,6 +10,8 @@ pub mod classify;
 pub mod normalize;
 #[cfg(feature = "signal")]
 pub mod signal;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod units;
 pub mod wire;
 

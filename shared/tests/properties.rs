@@ -9,45 +9,9 @@
 
 use podwarn_shared::classify::{Signal, classify};
 use podwarn_shared::normalize::{MAX_NORMALIZED_LEN, normalize_message};
+use podwarn_shared::testing::fuzz;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use std::cell::Cell;
-use std::io::Write;
 use std::path::Path;
-
-/// Runs `test` on inputs from `strategy` as many times as `PROPTEST_CASES`
-/// says, prints the count line, and fails with the smallest failing input.
-fn fuzz<S>(target: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-where
-    S: Strategy,
-    S::Value: std::fmt::Debug,
-{
-    let config = Config {
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let cases = config.cases;
-    let passed = Cell::new(0u32);
-    let failing = Cell::new(false);
-    let result = TestRunner::new(config).run(&strategy, |input| {
-        let outcome = test(input);
-        match (&outcome, failing.get()) {
-            (Ok(()), false) => passed.set(passed.get() + 1),
-            (Err(_), _) => failing.set(true),
-            _ => {}
-        }
-        outcome
-    });
-    let line = match &result {
-        Ok(()) => format!("fuzz {target}: {cases} passed, 0 failed"),
-        Err(_) => format!("fuzz {target}: {} passed, 1 failed", passed.get()),
-    };
-    // Past the harness's capture, so the count shows in every run.
-    let _ = writeln!(std::io::stderr(), "{line}");
-    if let Err(e) = result {
-        panic!("{target}: {e}");
-    }
-}
 
 /// (reason, message) of every event in the real-event corpus.
 fn corpus() -> Vec<(String, String)> {

@@ -4,9 +4,9 @@
 //! valid batch exactly as it was sent.
 
 use super::{Encoding, decode_batch};
-use crate::testing::fuzz;
 use axum::http::StatusCode;
 use jiff::Timestamp;
+use podwarn_shared::testing::fuzz;
 use podwarn_shared::wire::{AgentInfo, IngestBatch, MAX_BATCH_EVENTS, WarningEvent, Workload};
 use podwarn_shared::{IncidentType, Severity};
 use proptest::prelude::*;

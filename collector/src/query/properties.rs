@@ -4,7 +4,7 @@
 
 use super::{EVENT_PARAMS, INCIDENT_PARAMS, Params};
 use crate::store::Position;
-use crate::testing::fuzz;
+use podwarn_shared::testing::fuzz;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 

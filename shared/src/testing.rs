@@ -1,4 +1,7 @@
-//! Test support shared by the unit tests of several modules.
+//! The property-test runner behind every `fuzz <target>` test of the workspace
+//! (the ingest decoder, the cursor parser, the classifier and the normaliser):
+//! one definition of the case count and the `N passed, N failed` line CI reads.
+//! Only with the `testing` feature, which only dev-dependencies turn on.
 
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -10,7 +13,7 @@ use std::io::Write;
 /// `PROPTEST_CASES=100000` is the long run), prints
 /// `fuzz <target>: N passed, N failed`, and fails with the smallest failing
 /// input proptest finds.
-pub(crate) fn fuzz<S>(target: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
+pub fn fuzz<S>(target: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
 where
     S: Strategy,
     S::Value: std::fmt::Debug,
