@@ -14,7 +14,7 @@
 
 use super::compact::CompactEvent;
 use super::postings::{get_varint, put_varint};
-use super::schema::{DecodeError, decode, encode};
+use super::schema::{DecodeError, decode, encode_into};
 use redb::{ReadableTable, TableDefinition};
 
 /// Event records by block number (`seq / BLOCK`).
@@ -138,32 +138,66 @@ impl<'a, T: ReadableTable<u64, &'static [u8]>> Reader<'a, T> {
     }
 }
 
-/// One block being changed, its records still encoded.
+/// One block being changed, its records still encoded, all in one buffer:
+/// putting an event encodes it at the buffer's end and allocates nothing of
+/// its own (a record replaced or removed leaves its old bytes behind until
+/// the block is written, at the end of the transaction).
 #[derive(Default)]
 struct Block {
-    slots: Vec<Option<Vec<u8>>>,
+    /// Record bytes; each slot's record is a range of this.
+    data: Vec<u8>,
+    /// The `start..end` of each slot's record in `data`, `None` if empty.
+    slots: Vec<Option<(u32, u32)>>,
     /// Changed since it was read: written back at the end of the transaction.
     dirty: bool,
 }
 
+/// Room for a new block's records (about 150 bytes each, encoded).
+const NEW_BLOCK_BYTES: usize = 160 * BLOCK as usize;
+
 impl Block {
+    fn new() -> Self {
+        Self {
+            data: Vec::with_capacity(NEW_BLOCK_BYTES),
+            ..Self::default()
+        }
+    }
+
     fn parse(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut rest = bytes;
         let mut slots = Vec::with_capacity(BLOCK as usize);
+        // Records keep their offsets in the stored form: one copy of it is the buffer.
+        let offset = |rest: &[u8]| (bytes.len() - rest.len()) as u32;
         while !rest.is_empty() && slots.len() < BLOCK as usize {
-            slots.push(take_slot(&mut rest)?.map(<[u8]>::to_vec));
+            let slot = take_slot(&mut rest)?.map(|record| (offset(rest) - record.len() as u32, offset(rest)));
+            slots.push(slot);
         }
         while slots.last().is_some_and(Option::is_none) {
             slots.pop();
         }
-        Ok(Self { slots, dirty: false })
+        let data = bytes[..bytes.len() - rest.len()].to_vec();
+        Ok(Self {
+            data,
+            slots,
+            dirty: false,
+        })
+    }
+
+    /// The record in `slot`, if any.
+    fn record(&self, slot: usize) -> Option<&[u8]> {
+        let (start, end) = (*self.slots.get(slot)?)?;
+        Some(&self.data[start as usize..end as usize])
     }
 
     fn encode(&self) -> Vec<u8> {
-        let size: usize = self.slots.iter().map(|s| s.as_ref().map_or(1, |r| r.len() + 3)).sum();
+        let size: usize = self
+            .slots
+            .iter()
+            .map(|s| s.map_or(1, |(start, end)| (end - start) as usize + 3))
+            .sum();
         let mut out = Vec::with_capacity(size);
-        for slot in &self.slots {
-            match slot {
+        for slot in 0..self.slots.len() {
+            match self.record(slot) {
                 Some(record) => {
                     put_varint(&mut out, record.len() as u64 + 1);
                     out.extend_from_slice(record);
@@ -174,7 +208,14 @@ impl Block {
         out
     }
 
-    fn set(&mut self, slot: usize, record: Option<Vec<u8>>) {
+    /// Puts `event` in `slot`, encoded at the end of the buffer.
+    fn put(&mut self, slot: usize, event: &CompactEvent) {
+        let start = self.data.len();
+        encode_into(&mut self.data, event);
+        self.set(slot, Some((start as u32, self.data.len() as u32)));
+    }
+
+    fn set(&mut self, slot: usize, record: Option<(u32, u32)>) {
         self.dirty = true;
         if self.slots.len() <= slot {
             if record.is_none() {
@@ -207,7 +248,7 @@ impl Pending {
             Entry::Vacant(e) => {
                 let loaded = match table.get(block)? {
                     Some(row) => Block::parse(&unseal(row.value())?)?,
-                    None => Block::default(),
+                    None => Block::new(),
                 };
                 e.insert(loaded)
             }
@@ -223,7 +264,7 @@ impl Pending {
         let (block, slot) = block_of(seq);
         // Kept: an event read is usually an event about to be rewritten.
         let b = Self::block(&mut self.blocks, table, block)?;
-        Ok(b.slots.get(slot).and_then(Option::as_deref).map(decode).transpose()?)
+        Ok(b.record(slot).map(decode).transpose()?)
     }
 
     /// Stores (or replaces) the event at `seq`.
@@ -234,8 +275,7 @@ impl Pending {
         event: &CompactEvent,
     ) -> super::Result<()> {
         let (block, slot) = block_of(seq);
-        let record = encode(event);
-        Self::block(&mut self.blocks, table, block)?.set(slot, Some(record));
+        Self::block(&mut self.blocks, table, block)?.put(slot, event);
         Ok(())
     }
 
@@ -269,7 +309,12 @@ mod tests {
     fn block_of_slots(slots: &[Option<Vec<u8>>]) -> Block {
         let mut b = Block::default();
         for (i, s) in slots.iter().enumerate() {
-            b.set(i, s.clone());
+            let record = s.as_ref().map(|r| {
+                let start = b.data.len() as u32;
+                b.data.extend_from_slice(r);
+                (start, b.data.len() as u32)
+            });
+            b.set(i, record);
         }
         b
     }
@@ -304,6 +349,28 @@ mod tests {
                 let _ = slot_bytes(&plain, slot);
             }
         }
+    }
+
+    #[test]
+    fn replaced_and_removed_records_leave_no_trace_in_the_written_block() {
+        let mut b = block_of_slots(&[
+            Some(b"first".to_vec()),
+            Some(b"second".to_vec()),
+            Some(b"third".to_vec()),
+        ]);
+        let start = b.data.len() as u32;
+        b.data.extend_from_slice(b"FIRST, longer");
+        b.set(0, Some((start, b.data.len() as u32)));
+        b.set(2, None);
+        let encoded = b.encode();
+        assert_eq!(slot_bytes(&encoded, 0).unwrap(), Some(&b"FIRST, longer"[..]));
+        assert_eq!(slot_bytes(&encoded, 1).unwrap(), Some(&b"second"[..]));
+        assert_eq!(slot_bytes(&encoded, 2).unwrap(), None);
+        // Only the live records are written: the replaced bytes are gone.
+        assert_eq!(encoded.len(), 1 + 13 + 1 + 6);
+        let reparsed = Block::parse(&encoded).unwrap();
+        assert_eq!(reparsed.data.len(), encoded.len());
+        assert_eq!(reparsed.record(0), Some(&b"FIRST, longer"[..]));
     }
 
     #[test]

@@ -300,7 +300,7 @@ impl Interner {
             cluster: rec.cluster,
             uid: split.uid,
             namespace: self.id(dict, &rec.namespace)?,
-            pod: rec.pod.clone(),
+            pod: split.pod,
             pod_uid: split.pod_uid,
             node,
             workload,
@@ -326,6 +326,8 @@ impl Interner {
 /// task, so the single writer thread does only lookups and writes.
 #[derive(Debug, Clone, Default)]
 pub struct Split {
+    /// A copy of the pod name, made here so that the writer need not.
+    pub pod: String,
     pub template: String,
     pub args: Option<String>,
     pub uid: Uid,
@@ -338,6 +340,7 @@ impl Split {
     pub fn of(rec: &EventRecord) -> Self {
         let (template, args) = split_message(&rec.message);
         Self {
+            pod: rec.pod.clone(),
             template,
             args,
             uid: Uid::of(&rec.uid),

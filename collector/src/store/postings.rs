@@ -19,7 +19,7 @@
 
 use super::schema::{BytesKey, DecodeError, Dim};
 use super::{Result, StoreError};
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt};
 use redb::{ReadableTable, Table, TableDefinition};
 use smallvec::SmallVec;
 
@@ -105,12 +105,12 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-/// Encodes a list sorted newest first: the count, the first entry, then
-/// each entry as the difference to the one before.
-pub fn encode_list(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + entries.len() * 4);
-    encode_into(&mut out, entries, entries.len() as u64);
-    out
+/// Encodes a list sorted newest first into `out`, replacing what it held:
+/// the count, the first entry, then each entry as the difference to the one
+/// before.
+fn encode_list(out: &mut Vec<u8>, entries: &[Entry]) {
+    out.clear();
+    encode_into(out, entries, entries.len() as u64);
 }
 
 /// Writes the header of a list of `count` entries and the first of them,
@@ -154,18 +154,21 @@ fn get_entry(bytes: &mut &[u8], prev: Option<Entry>) -> Result<Entry> {
     })
 }
 
-/// Adds `fresh` (sorted newest first) to the encoded list `bytes`, decoding
-/// only the entries at least as new as the oldest of `fresh`: the older rest
-/// keeps its bytes (each entry is encoded relative to the one before it).
-/// New entries are almost always the newest, so a commit's cost no longer
-/// grows with the length of the lists it appends to.
-pub fn merge_into(bytes: &[u8], fresh: &[Entry]) -> Result<Vec<u8>> {
+/// Adds `fresh` (sorted newest first) to the encoded list `bytes`, writing
+/// the result to `out`, decoding only the entries at least as new as the
+/// oldest of `fresh`: the older rest keeps its bytes (each entry is encoded
+/// relative to the one before it). New entries are almost always the newest,
+/// so a commit's cost no longer grows with the length of the lists it appends
+/// to. `newer` is scratch space; both buffers are reused across lists.
+fn merge_into(bytes: &[u8], fresh: &[Entry], newer: &mut Vec<Entry>, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
     let Some(&oldest_new) = fresh.last() else {
-        return Ok(bytes.to_vec());
+        out.extend_from_slice(bytes);
+        return Ok(());
     };
     let mut rest = bytes;
     let n = get_varint(&mut rest).ok_or_else(corrupt)?;
-    let mut newer = Vec::new();
+    newer.clear();
     let mut prev: Option<Entry> = None;
     // The first entry older than every fresh one, and the bytes after it.
     let mut tail: Option<(Entry, u64, &[u8])> = None;
@@ -178,19 +181,19 @@ pub fn merge_into(bytes: &[u8], fresh: &[Entry]) -> Result<Vec<u8>> {
         newer.push(e);
         prev = Some(e);
     }
-    let mut merged = Vec::with_capacity(newer.len() + fresh.len());
-    merged.extend_from_slice(&newer);
-    merged.extend_from_slice(fresh);
-    merged.sort_unstable_by(|a, b| b.cmp(a));
-    merged.dedup();
+    newer.extend_from_slice(fresh);
+    newer.sort_unstable_by(|a, b| b.cmp(a));
+    newer.dedup();
+    let merged = newer.as_slice();
     let Some((first_old, old_count, old_rest)) = tail else {
-        return Ok(encode_list(&merged));
+        encode_into(out, merged, merged.len() as u64);
+        return Ok(());
     };
-    let mut out = Vec::with_capacity(bytes.len() + fresh.len() * 4 + 8);
-    encode_into(&mut out, &merged, merged.len() as u64 + old_count);
-    put_entry(&mut out, merged.last().copied(), first_old);
+    out.reserve(bytes.len() + fresh.len() * 4 + 8);
+    encode_into(out, merged, merged.len() as u64 + old_count);
+    put_entry(out, merged.last().copied(), first_old);
     out.extend_from_slice(old_rest);
-    Ok(out)
+    Ok(())
 }
 
 fn corrupt() -> StoreError {
@@ -198,17 +201,25 @@ fn corrupt() -> StoreError {
 }
 
 /// Decodes a list written by [`encode_list`].
-pub fn decode_list(mut bytes: &[u8]) -> Result<Vec<Entry>> {
+pub fn decode_list(bytes: &[u8]) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    decode_list_to(&mut out, bytes)?;
+    Ok(out)
+}
+
+/// [`decode_list`] into `out`, replacing what it held.
+fn decode_list_to(out: &mut Vec<Entry>, mut bytes: &[u8]) -> Result<()> {
+    out.clear();
     let n = get_varint(&mut bytes).ok_or_else(corrupt)?;
     // Each entry takes at least two bytes: never trust a count past the data.
-    let mut out = Vec::with_capacity((n as usize).min(bytes.len() / 2));
+    out.reserve((n as usize).min(bytes.len() / 2));
     let mut prev: Option<Entry> = None;
     for _ in 0..n {
         let e = get_entry(&mut bytes, prev)?;
         out.push(e);
         prev = Some(e);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// What a segment holds.
@@ -266,17 +277,75 @@ pub fn segments(table: &impl ReadableTable<u32, [u8; 24]>) -> Result<Vec<(u32, S
 /// kept inline: this is built twice per event on the writer's hot path).
 pub type Dims = SmallVec<[(Dim, u64); 6]>;
 
+/// No further link in a chain of [`Pending`].
+const END: u32 = u32::MAX;
+
+/// One addition or removal, and the one pushed before it for the same list.
+#[derive(Clone, Copy)]
+struct Link {
+    entry: Entry,
+    next: u32,
+}
+
+/// The newest links of a list's additions and of its removals.
+#[derive(Clone, Copy)]
+struct Chains {
+    add: u32,
+    remove: u32,
+}
+
 /// Index changes of one transaction, applied together by [`Pending::flush`]
 /// so that each touched list is read and written once.
+///
+/// Kept by the writer from one transaction to the next, so that its memory
+/// is reused: the changes of every list are chains through one vector (not a
+/// vector per list), and the flush decodes and encodes through the same few
+/// buffers. An event's six or so index entries cost no allocation of their own.
 #[derive(Default)]
 pub struct Pending {
-    add: HashMap<PostingKey, Vec<Entry>>,
-    remove: HashMap<PostingKey, HashSet<Entry>>,
+    lists: HashMap<PostingKey, Chains>,
+    links: Vec<Link>,
     /// Lower bounds raised by retention: no entry older is left.
     raise_min: HashMap<u32, i64>,
+    scratch: Scratch,
+}
+
+/// Buffers [`Pending::flush`] reuses for every list.
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<PostingKey>,
+    fresh: Vec<Entry>,
+    removed: Vec<Entry>,
+    list: Vec<Entry>,
+    out: Vec<u8>,
 }
 
 impl Pending {
+    /// Forgets every change (of a transaction that failed, or was flushed),
+    /// keeping the memory of an ordinary transaction's changes, not of the
+    /// largest one ever (a retention sweep).
+    pub fn clear(&mut self) {
+        /// Index changes (about six per event) and lists whose buffers are kept.
+        const KEPT: usize = 1 << 16;
+        self.lists.clear();
+        self.lists.shrink_to(KEPT / 8);
+        self.links.clear();
+        self.links.shrink_to(KEPT);
+        self.raise_min.clear();
+        let scratch = &mut self.scratch;
+        scratch.keys.shrink_to(KEPT / 8);
+        scratch.fresh.shrink_to(KEPT);
+        scratch.removed.shrink_to(KEPT);
+        scratch.list.shrink_to(KEPT);
+        scratch.out.shrink_to(KEPT * 4);
+    }
+
+    /// Whether no change is waiting.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.lists.is_empty() && self.raise_min.is_empty()
+    }
+
     /// Moves an event's entries from `old` (segment, dims, entry) to `new`;
     /// either may be absent (a new event, a deleted one). Entries present in
     /// both stay where they are.
@@ -293,16 +362,34 @@ impl Pending {
         let mut moved = 0;
         for item in &old {
             if !new.contains(item) {
-                self.remove.entry(item.0).or_default().insert(item.1);
+                self.push(item.0, item.1, true);
                 moved += 1;
             }
         }
         for item in &new {
             if !old.contains(item) {
-                self.add.entry(item.0).or_default().push(item.1);
+                self.push(item.0, item.1, false);
             }
         }
         moved
+    }
+
+    fn push(&mut self, key: PostingKey, entry: Entry, remove: bool) {
+        let at = u32::try_from(self.links.len()).expect("fewer than 2^32 index changes in one transaction");
+        let chains = self.lists.entry(key).or_insert(Chains { add: END, remove: END });
+        let head = if remove { &mut chains.remove } else { &mut chains.add };
+        self.links.push(Link { entry, next: *head });
+        *head = at;
+    }
+
+    /// The entries of the chain starting at `head`, into `out`.
+    fn collect(links: &[Link], mut head: u32, out: &mut Vec<Entry>) {
+        out.clear();
+        while head != END {
+            let link = links[head as usize];
+            out.push(link.entry);
+            head = link.next;
+        }
     }
 
     /// Records that no entry of `segment` older than `ts` remains.
@@ -311,59 +398,63 @@ impl Pending {
         *v = (*v).max(ts);
     }
 
-    /// Writes every touched list and the bounds of every touched segment.
+    /// Writes every touched list and the bounds of every touched segment,
+    /// and forgets the changes.
     pub fn flush(
-        self,
+        &mut self,
         postings: &mut Table<'_, PostingKey, &'static [u8]>,
         segments: &mut Table<'_, u32, [u8; 24]>,
     ) -> Result<()> {
-        let Pending {
-            mut add,
-            remove,
-            raise_min,
-        } = self;
-        let mut keys: Vec<PostingKey> = add.keys().chain(remove.keys()).copied().collect();
+        let Scratch {
+            keys,
+            fresh,
+            removed,
+            list,
+            out,
+        } = &mut self.scratch;
+        keys.clear();
+        keys.extend(self.lists.keys().copied());
         keys.sort_unstable();
-        keys.dedup();
         // (min, max, events added, events removed) per segment.
         let mut bounds: HashMap<u32, (i64, i64, u64, u64)> = HashMap::new();
-        let empty = HashSet::new();
-        for key in keys {
+        for &key in keys.iter() {
+            let chains = self.lists[&key];
             let time_dim = dim_of(&key) == Dim::Time as u8;
             let b = bounds.entry(segment_of(&key)).or_insert((i64::MAX, i64::MIN, 0, 0));
-            if !remove.contains_key(&key)
-                && let Some(mut fresh) = add.remove(&key)
-            {
+            Self::collect(&self.links, chains.add, fresh);
+            fresh.sort_unstable_by(|a, b| b.cmp(a));
+            fresh.dedup();
+            if chains.remove == END {
                 // Only additions: merged into the encoded list.
-                fresh.sort_unstable_by(|a, b| b.cmp(a));
-                fresh.dedup();
-                for e in &fresh {
+                for e in fresh.iter() {
                     b.0 = b.0.min(e.ts_us);
                     b.1 = b.1.max(e.ts_us);
                 }
-                let bytes = match postings.get(key)? {
-                    Some(v) => merge_into(v.value(), &fresh)?,
-                    None => encode_list(&fresh),
-                };
+                match postings.get(key)? {
+                    Some(v) => merge_into(v.value(), fresh, list, out)?,
+                    None => encode_list(out, fresh),
+                }
                 if time_dim {
                     // Entries are never added twice (an event's entry moves
                     // only with a removal), so every fresh one is new.
                     b.2 += fresh.len() as u64;
                 }
-                postings.insert(key, bytes.as_slice())?;
+                postings.insert(key, out.as_slice())?;
                 continue;
             }
-            let mut list = match postings.get(key)? {
-                Some(v) => decode_list(v.value())?,
-                None => Vec::new(),
-            };
-            let removed = remove.get(&key).unwrap_or(&empty);
+            Self::collect(&self.links, chains.remove, removed);
+            removed.sort_unstable();
+            removed.dedup();
+            let is_removed = |e: &Entry| removed.binary_search(e).is_ok();
+            match postings.get(key)? {
+                Some(v) => decode_list_to(list, v.value())?,
+                None => list.clear(),
+            }
             let before = list.len();
-            list.retain(|e| !removed.contains(e));
+            list.retain(|e| !is_removed(e));
             let gone = (before - list.len()) as u64;
-            let added = add.get(&key).map(Vec::as_slice).unwrap_or_default();
-            let fresh: Vec<Entry> = added.iter().filter(|e| !removed.contains(e)).copied().collect();
-            for e in &fresh {
+            fresh.retain(|e| !is_removed(e));
+            for e in fresh.iter() {
                 b.0 = b.0.min(e.ts_us);
                 b.1 = b.1.max(e.ts_us);
             }
@@ -371,16 +462,17 @@ impl Pending {
                 b.2 += fresh.len() as u64;
                 b.3 += gone;
             }
-            list.extend(fresh);
+            list.extend_from_slice(fresh);
             list.sort_unstable_by(|a, b| b.cmp(a));
             list.dedup();
             if list.is_empty() {
                 postings.remove(key)?;
             } else {
-                postings.insert(key, encode_list(&list).as_slice())?;
+                encode_list(out, list);
+                postings.insert(key, out.as_slice())?;
             }
         }
-        for seg in raise_min.keys() {
+        for seg in self.raise_min.keys() {
             bounds.entry(*seg).or_insert((i64::MAX, i64::MIN, 0, 0));
         }
         for (seg, (min, max, added, gone)) in bounds {
@@ -392,7 +484,7 @@ impl Pending {
             });
             info.min_ts = info.min_ts.min(min);
             info.max_ts = info.max_ts.max(max);
-            if let Some(floor) = raise_min.get(&seg) {
+            if let Some(floor) = self.raise_min.get(&seg) {
                 info.min_ts = info.min_ts.max(*floor);
             }
             info.events = (info.events + added).saturating_sub(gone);
@@ -402,6 +494,7 @@ impl Pending {
                 segments.insert(seg, info.to_bytes())?;
             }
         }
+        self.clear();
         Ok(())
     }
 }
@@ -409,6 +502,19 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encoded(entries: &[Entry]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_list(&mut out, entries);
+        out
+    }
+
+    /// [`merge_into`] with buffers of its own: the encoded merged list.
+    fn merged(bytes: &[u8], fresh: &[Entry]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        merge_into(bytes, fresh, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
 
     #[test]
     fn lists_round_trip_including_negative_times_and_unordered_sequences() {
@@ -424,13 +530,13 @@ mod tests {
             Entry { ts_us: 5, seq: 900 },
             Entry { ts_us: -7, seq: 1 },
         ];
-        assert_eq!(decode_list(&encode_list(&list)).unwrap(), list);
-        assert_eq!(decode_list(&encode_list(&[])).unwrap(), vec![]);
+        assert_eq!(decode_list(&encoded(&list)).unwrap(), list);
+        assert_eq!(decode_list(&encoded(&[])).unwrap(), vec![]);
     }
 
     #[test]
     fn truncated_lists_are_reported_as_corrupt_not_misread() {
-        let bytes = encode_list(&[Entry { ts_us: 1, seq: 1 }, Entry { ts_us: 0, seq: 2 }]);
+        let bytes = encoded(&[Entry { ts_us: 1, seq: 1 }, Entry { ts_us: 0, seq: 2 }]);
         for n in 0..bytes.len() {
             assert!(decode_list(&bytes[..n]).is_err(), "prefix of {n} bytes");
         }
@@ -456,18 +562,18 @@ mod tests {
             let mut expected = old.clone();
             expected.extend_from_slice(&fresh);
             let expected = sorted(&expected.iter().map(|e| (e.ts_us, e.seq)).collect::<Vec<_>>());
-            let merged = merge_into(&encode_list(&old), &fresh).unwrap();
+            let merged = merged(&encoded(&old), &fresh).unwrap();
             proptest::prop_assert_eq!(decode_list(&merged).unwrap(), expected.clone());
-            proptest::prop_assert_eq!(merged, encode_list(&expected));
+            proptest::prop_assert_eq!(merged, encoded(&expected));
         }
     }
 
     #[test]
     fn merging_refuses_a_truncated_list_instead_of_misreading_it() {
-        let bytes = encode_list(&[Entry { ts_us: 9, seq: 1 }, Entry { ts_us: 5, seq: 2 }]);
+        let bytes = encoded(&[Entry { ts_us: 9, seq: 1 }, Entry { ts_us: 5, seq: 2 }]);
         for n in 0..3.min(bytes.len()) {
             assert!(
-                merge_into(&bytes[..n], &[Entry { ts_us: 1, seq: 3 }]).is_err(),
+                merged(&bytes[..n], &[Entry { ts_us: 1, seq: 3 }]).is_err(),
                 "prefix of {n} bytes"
             );
         }
@@ -482,12 +588,28 @@ mod tests {
     }
 
     #[test]
+    fn clearing_keeps_an_ordinary_transactions_memory_not_the_largest() {
+        // Invariant 6: a retention sweep's million changes must not stay
+        // allocated in the writer for the rest of its life.
+        let dims: Dims = smallvec::smallvec![(Dim::Time, 0), (Dim::Namespace, 3)];
+        let mut p = Pending::default();
+        for seq in 0..600_000 {
+            p.change(1, None, Some((seq as u32 % 50_000, &dims, Entry { ts_us: 1, seq })));
+        }
+        assert!(p.links.capacity() >= 1_200_000 && p.lists.capacity() >= 100_000);
+        p.clear();
+        assert!(p.is_empty());
+        assert!(p.links.capacity() <= 1 << 17, "{}", p.links.capacity());
+        assert!(p.lists.capacity() <= 1 << 14, "{}", p.lists.capacity());
+    }
+
+    #[test]
     fn unchanged_entries_are_neither_removed_nor_added() {
         let dims: Dims = smallvec::smallvec![(Dim::Time, 0), (Dim::Namespace, 3)];
         let e = Entry { ts_us: 10, seq: 1 };
         let mut p = Pending::default();
         assert_eq!(p.change(1, Some((0, &dims, e)), Some((0, &dims, e))), 0);
-        assert!(p.add.is_empty() && p.remove.is_empty());
+        assert!(p.is_empty());
         let later = Entry { ts_us: 11, seq: 1 };
         assert_eq!(p.change(1, Some((0, &dims, e)), Some((0, &dims, later))), 2);
     }

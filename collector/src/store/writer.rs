@@ -66,6 +66,7 @@ pub(super) fn start(
         interner: Interner::default(),
         recent: Recent::for_cache(opener.cache_bytes),
         incidents: Incidents::for_cache(opener.cache_bytes),
+        postings: Pending::default(),
     };
     std::thread::Builder::new()
         .name("podwarn-store-writer".into())
@@ -307,8 +308,15 @@ impl Incidents {
     /// Writes the records changed in this transaction with their index
     /// entries: moved when the last occurrence moved to another bucket,
     /// else given the new time in place.
+    ///
+    /// Records and index entries are written in key order: a commit touches
+    /// most incidents of a busy cluster, and B-tree inserts in order modify
+    /// each page once, one after the other.
     fn flush(&mut self, t: &mut Tables<'_>) -> Result<()> {
         let mut buf = Vec::new();
+        let mut removed = Vec::new();
+        let mut indexed = Vec::new();
+        self.dirty.sort_unstable();
         for id in self.dirty.drain(..) {
             let Some(k) = self.known.get_mut(&id) else { continue };
             k.dirty = false;
@@ -316,18 +324,23 @@ impl Incidents {
             let bucket = incident_bucket(last_seen);
             if k.indexed != Some(last_seen) {
                 if let Some(old) = k.indexed.map(incident_bucket).filter(|old| *old != bucket) {
-                    for key in incident_entries(&k.rec, id, old) {
-                        t.incident_index.remove(key)?;
-                    }
+                    removed.extend(incident_entries(&k.rec, id, old));
                 }
-                for key in incident_entries(&k.rec, id, bucket) {
-                    t.incident_index.insert(key, last_seen)?;
-                }
+                indexed.extend(incident_entries(&k.rec, id, bucket).map(|key| (key, last_seen)));
                 k.indexed = Some(last_seen);
             }
             buf.clear();
             encode_into(&mut buf, &k.rec);
             t.incidents.insert(id, buf.as_slice())?;
+        }
+        // Keys name their incident, so no key is both removed and inserted.
+        removed.sort_unstable();
+        for key in removed {
+            t.incident_index.remove(key)?;
+        }
+        indexed.sort_unstable_by_key(|(key, _)| *key);
+        for (key, last_seen) in indexed {
+            t.incident_index.insert(key, last_seen)?;
         }
         if self.known.len() > self.capacity {
             self.known.clear();
@@ -375,6 +388,9 @@ struct Caches {
     interner: Interner,
     recent: Recent,
     incidents: Incidents,
+    /// Kept for its buffers; empty between transactions (its flush, or
+    /// [`Caches::forget`] after a failure, clears it).
+    postings: Pending,
 }
 
 impl Caches {
@@ -384,6 +400,8 @@ impl Caches {
         self.interner.forget();
         self.recent.forget();
         self.incidents.forget();
+        // Changes of the failed transaction that its flush did not reach.
+        self.postings.clear();
     }
 }
 
@@ -519,7 +537,7 @@ fn commit_group(
                 recent: &mut caches.recent,
                 dedup: dedup::Changes::default(),
                 incidents: &mut caches.incidents,
-                postings: Pending::default(),
+                postings: &mut caches.postings,
                 events: blocks::Pending::default(),
             };
             let mut dirty_clusters = Vec::new();
@@ -632,7 +650,7 @@ pub(super) struct Work<'a> {
     recent: &'a mut Recent,
     dedup: dedup::Changes,
     pub(super) incidents: &'a mut Incidents,
-    pub(super) postings: Pending,
+    pub(super) postings: &'a mut Pending,
     events: blocks::Pending,
 }
 
