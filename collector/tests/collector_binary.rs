@@ -325,23 +325,30 @@ fn sigterm_stops_the_collector_gracefully() {
         .status()
         .unwrap();
     assert!(sent.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = collector.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "no exit within 20 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status =
+        poll(Duration::from_secs(20), || collector.child.try_wait().unwrap()).expect("an exit within 20 s of SIGTERM");
     assert!(status.success(), "collector exit status {status}");
     // Its log is read by another thread: wait for that to catch up.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let log = || collector.output.lock().unwrap()[0].stderr.clone();
+    if poll(Duration::from_secs(5), || {
+        log().contains("shutdown signal received").then_some(())
+    })
+    .is_none()
+    {
+        panic!("no shutdown line in the log: {}", log());
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`; `None` after `timeout`.
+fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
     loop {
-        let log = collector.output.lock().unwrap()[0].stderr.clone();
-        if log.contains("shutdown signal received") {
-            break;
+        if let Some(value) = check() {
+            return Some(value);
         }
-        assert!(std::time::Instant::now() < deadline, "{log}");
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
