@@ -501,9 +501,10 @@ async fn retention_splits_an_hour_bucket_at_the_cutoff() {
 }
 
 /// A group that fails part-way leaves no trace in what the writer keeps
-/// between commits: the dedup keys and incident counts its first events
-/// changed in memory are forgotten with it, so sending the batch again
-/// stores the new event once and counts it once (invariants 2 and 4).
+/// between commits: the dedup keys, incident counts and index changes its
+/// first events made in memory are forgotten with it, so sending the batch
+/// again stores the new event once and counts it once, and queries list each
+/// event once (invariants 2 and 4).
 #[tokio::test]
 async fn a_failed_commit_leaves_nothing_in_the_writers_memory() {
     let (dir, store) = store_with_agent().await;
@@ -536,6 +537,7 @@ async fn a_failed_commit_leaves_nothing_in_the_writers_memory() {
     let occurrences = |store: Store| async move {
         let page = store
             .incidents(IncidentQuery {
+                namespace: Some("shop".into()),
                 limit: 10,
                 ..IncidentQuery::default()
             })
@@ -552,8 +554,34 @@ async fn a_failed_commit_leaves_nothing_in_the_writers_memory() {
     let failed = store.ingest(identity(), batch(vec![fresh.clone(), update])).await;
     assert!(failed.is_err(), "{failed:?}");
     assert_eq!(occurrences(store.clone()).await, 63);
+    // Another event takes the sequence number the failed one had: the index
+    // entries the failed group made must be gone with it, or queries list
+    // this event twice (under its own time and the failed event's).
+    // (Only events after the damaged first block can be listed.)
+    let other = store
+        .ingest(identity(), batch(vec![event("other", "ops", "web", 9_001)]))
+        .await
+        .unwrap();
+    assert_eq!(other.accepted, 1);
+    let listed = |namespace: Option<&str>| {
+        let store = store.clone();
+        let query = EventQuery {
+            namespace: namespace.map(Into::into),
+            since_us: Some(8_000_000_000),
+            limit: 1000,
+            ..EventQuery::default()
+        };
+        async move {
+            let page = store.events(query).await.unwrap();
+            page.items.into_iter().map(|e| e.event.uid).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(None).await, ["other"]);
+    assert_eq!(listed(Some("ops")).await, ["other"]);
+    assert_eq!(listed(Some("shop")).await, Vec::<String>::new());
     // Sent again alone: new to the store, and counted once.
     let again = store.ingest(identity(), batch(vec![fresh])).await.unwrap();
     assert_eq!((again.accepted, again.duplicate), (1, 0));
     assert_eq!(occurrences(store.clone()).await, 64);
+    assert_eq!(listed(Some("shop")).await, ["fresh"]);
 }
