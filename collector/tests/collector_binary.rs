@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Collector, warning};
+use podwarn_testkit::harness::poll;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -336,19 +337,5 @@ fn sigterm_stops_the_collector_gracefully() {
     .is_none()
     {
         panic!("no shutdown line in the log: {}", log());
-    }
-}
-
-/// Polls `check` every 50 ms until it returns `Some`; `None` after `timeout`.
-fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if std::time::Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -430,30 +430,15 @@ impl Agent {
 
     /// Waits up to `timeout` for the agent to exit by itself; `None` if it still runs.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll(timeout, || self.child.try_wait().expect("wait"))
     }
 
     /// SIGTERM and wait: the agent flushes to its spool and exits.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "agent did not exit within 20 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_exit(Duration::from_secs(20))
+            .expect("agent did not exit within 20 s of SIGTERM")
     }
 
     /// SIGKILL.
@@ -600,6 +585,21 @@ impl Ingest {
             .expect("post to the collector");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Polls `check` every 50 ms, blocking the thread, until it returns `Some`;
+/// `None` once `timeout` has passed (the async form is [`eventually`]).
+pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

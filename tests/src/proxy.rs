@@ -385,8 +385,11 @@ mod tests {
             s.write_all(b"held").await.unwrap();
             clients.push(s);
         }
+        // Every request read and held by the delay (else the reset would have
+        // nothing to cut), checked often: the stall must come before the delay ends.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while proxy.stats().delayed < 32 && Instant::now() < deadline {
+        while proxy.stats().delayed < 32 {
+            assert!(Instant::now() < deadline, "requests not held: {:?}", proxy.stats());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         proxy.set_mode(ProxyMode::Stall);
