@@ -604,6 +604,33 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_kept_across_transactions_writes_each_change_once() {
+        // The writer keeps one `Pending` for its buffers: a flush must forget
+        // what it wrote, or the next transaction counts those events again.
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("p.redb")).unwrap();
+        let dims: Dims = smallvec::smallvec![(Dim::Time, 0), (Dim::Namespace, 3)];
+        let mut p = Pending::default();
+        for txn in 0..3u64 {
+            let w = db.begin_write().unwrap();
+            {
+                let (mut lists, mut segments) = (w.open_table(POSTINGS).unwrap(), w.open_table(SEGMENTS).unwrap());
+                for seq in txn * 10..txn * 10 + 10 {
+                    p.change(1, None, Some((0, &dims, Entry { ts_us: seq as i64, seq })));
+                }
+                p.flush(&mut lists, &mut segments).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let r = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let info = SegmentInfo::from_bytes(r.open_table(SEGMENTS).unwrap().get(0).unwrap().unwrap().value());
+        assert_eq!((info.events, info.min_ts, info.max_ts), (30, 0, 29));
+        let key = posting_key(0, Dim::Namespace, 1, 3);
+        let list = decode_list(r.open_table(POSTINGS).unwrap().get(key).unwrap().unwrap().value()).unwrap();
+        assert_eq!(list.len(), 30);
+    }
+
+    #[test]
     fn unchanged_entries_are_neither_removed_nor_added() {
         let dims: Dims = smallvec::smallvec![(Dim::Time, 0), (Dim::Namespace, 3)];
         let e = Entry { ts_us: 10, seq: 1 };
