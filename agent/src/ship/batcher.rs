@@ -7,13 +7,20 @@
 //! higher count as the difference over what it has, so the one copy with the
 //! highest count stores exactly what all of them would have; during a storm
 //! this cuts the bytes encoded, sent and committed several times over.
+//!
+//! The batch being gathered is shared with the Event watch as an
+//! [`OpenBatch`]: a repeat of a warning already in it, with the same
+//! message, is folded in place by the watch (count and last time), without
+//! being built, enriched and classified again only to replace its copy here.
+//! The copy keeps the enrichment it was given at most one batch interval
+//! ago; the next batch's first copy is enriched afresh.
 
 use super::Shared;
 use super::batch::{self, Pending};
 use crate::ops::metrics;
 use podwarn_shared::WarningEvent;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -61,10 +68,58 @@ impl Gathering {
         self.events.is_empty()
     }
 
+    /// Folds a later occurrence of a warning into the copy here, when there is
+    /// one of the same uid, first occurrence and message; false otherwise.
+    pub(super) fn fold(&mut self, again: &Again<'_>) -> bool {
+        let Some(&i) = self.slots.get(&xxh3_64(again.uid.as_bytes())) else {
+            return false;
+        };
+        let held = &mut self.events[i];
+        if held.uid != again.uid || held.first_seen != again.first_seen || held.message != again.message {
+            return false;
+        }
+        metrics().events_coalesced.inc();
+        held.count = held.count.max(again.count);
+        held.last_seen = held.last_seen.max(again.last_seen);
+        true
+    }
+
     /// The events, in the order they first came; empties the gathering.
     pub(super) fn take(&mut self) -> Vec<WarningEvent> {
         self.slots.clear();
         std::mem::take(&mut self.events)
+    }
+}
+
+/// A later occurrence of a warning, as the Event watch reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Again<'a> {
+    /// The Event's uid.
+    pub uid: &'a str,
+    /// Occurrences so far.
+    pub count: u32,
+    /// First occurrence: part of the collector's dedup key, so it must match.
+    pub first_seen: jiff::Timestamp,
+    /// Latest occurrence.
+    pub last_seen: jiff::Timestamp,
+    /// The message: a new one goes the whole way (it may classify differently).
+    pub message: &'a str,
+}
+
+/// The batch being gathered, shared between the batcher and the Event watch.
+#[derive(Debug, Default)]
+pub struct OpenBatch(Mutex<Gathering>);
+
+impl OpenBatch {
+    /// Folds `again` into the copy of its warning in the open batch; false
+    /// when the batch holds no such copy (then the occurrence goes the whole way).
+    pub fn fold(&self, again: &Again<'_>) -> bool {
+        self.lock().fold(again)
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Gathering> {
+        // Never held across an await or a panic-prone call; a poisoned lock still holds sound events.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -74,11 +129,11 @@ pub(super) struct Batcher<'a> {
     pub(super) max_events: usize,
     pub(super) interval: Duration,
     pub(super) tx: mpsc::Sender<Pending>,
+    pub(super) open: Arc<OpenBatch>,
 }
 
 impl Batcher<'_> {
     pub(super) async fn run(self, events: &mut mpsc::Receiver<WarningEvent>, shutdown: &CancellationToken) {
-        let mut pending = Gathering::default();
         let mut started: Option<(Instant, SystemTime)> = None;
         let mut unsent: Option<Pending> = None;
         let mut open = true;
@@ -89,22 +144,18 @@ impl Batcher<'_> {
                 () = shutdown.cancelled() => break,
                 event = events.recv(), if open && unsent.is_none() => match event {
                     Some(event) => {
-                        if pending.is_empty() {
-                            started = Some((Instant::now(), SystemTime::now()));
-                        }
-                        pending.push(event);
-                        if pending.len() >= self.max_events {
-                            unsent = self.cut(&mut pending, &mut started);
+                        if self.add(event, &mut started) >= self.max_events {
+                            unsent = self.cut(&mut started);
                         }
                     }
                     // The watches are gone; ship what we have and wait for shutdown.
                     None => {
                         open = false;
-                        unsent = self.cut(&mut pending, &mut started);
+                        unsent = self.cut(&mut started);
                     }
                 },
                 () = sleep_until_opt(deadline), if unsent.is_none() && deadline.is_some() => {
-                    unsent = self.cut(&mut pending, &mut started);
+                    unsent = self.cut(&mut started);
                 }
                 permit = self.tx.reserve(), if unsent.is_some() => match (permit, unsent.take()) {
                     (Ok(permit), Some(batch)) => permit.send(batch),
@@ -118,16 +169,12 @@ impl Batcher<'_> {
         events.close();
         let mut last = unsent.into_iter().collect::<Vec<_>>();
         while let Some(event) = events.recv().await {
-            if pending.is_empty() {
-                started = Some((Instant::now(), SystemTime::now()));
-            }
-            pending.push(event);
-            if pending.len() >= self.max_events {
-                last.extend(self.cut(&mut pending, &mut started));
+            if self.add(event, &mut started) >= self.max_events {
+                last.extend(self.cut(&mut started));
                 self.hand_over(&mut last).await;
             }
         }
-        last.extend(self.cut(&mut pending, &mut started));
+        last.extend(self.cut(&mut started));
         self.hand_over(&mut last).await;
     }
 
@@ -143,10 +190,20 @@ impl Batcher<'_> {
         }
     }
 
+    /// Adds an event to the open batch (its first starts the interval); returns the batch's size.
+    fn add(&self, event: WarningEvent, started: &mut Option<(Instant, SystemTime)>) -> usize {
+        let mut open = self.open.lock();
+        if open.is_empty() {
+            *started = Some((Instant::now(), SystemTime::now()));
+        }
+        open.push(event);
+        open.len()
+    }
+
     /// Encodes the accumulated events into a batch.
-    fn cut(&self, pending: &mut Gathering, started: &mut Option<(Instant, SystemTime)>) -> Option<Pending> {
+    fn cut(&self, started: &mut Option<(Instant, SystemTime)>) -> Option<Pending> {
         let (_, first_event_at) = started.take()?;
-        let events = pending.take();
+        let events = self.open.lock().take();
         if events.is_empty() {
             return None;
         }

@@ -39,6 +39,7 @@ use crate::ops::Readiness;
 use crate::spool::{Spool, SpoolError};
 use batch::{Held, Pending};
 use batcher::Batcher;
+pub use batcher::{Again, OpenBatch};
 use client::{Collector, Timeouts};
 use drain::drain_loop;
 use podwarn_shared::WarningEvent;
@@ -257,6 +258,7 @@ pub struct Shipper {
     collector: Collector,
     tuning: Tuning,
     held: Arc<Held>,
+    open: Arc<OpenBatch>,
 }
 
 impl Shipper {
@@ -290,7 +292,13 @@ impl Shipper {
             collector,
             tuning,
             held: Arc::default(),
+            open: Arc::default(),
         })
+    }
+
+    /// The batch being gathered, for the Event watch to fold repeats into.
+    pub fn open_batch(&self) -> Arc<OpenBatch> {
+        self.open.clone()
     }
 
     /// Connects the shipper to the identity lifecycle (see [`IdentityLink`]).
@@ -340,6 +348,7 @@ impl Shipper {
             max_events: self.config.batch_max_events,
             interval: self.config.batch_interval,
             tx,
+            open: self.open,
         };
         batcher.run(&mut events, &shutdown).await;
 
