@@ -6,6 +6,7 @@
 use crate::enrich::Candidate;
 use crate::ops::{Readiness, WatchLabel, metrics};
 use crate::resources::EventObject;
+use crate::ship::{Again, OpenBatch};
 use futures::StreamExt;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -195,6 +196,9 @@ pub struct WatchContext {
     pub shutdown: CancellationToken,
     /// Set once a watch has listed.
     pub readiness: Arc<Readiness>,
+    /// The batch being gathered, which repeats of its warnings are folded into
+    /// (`None`: every occurrence goes the whole way).
+    pub open_batch: Option<Arc<OpenBatch>>,
 }
 
 /// What a watch hands to its handler.
@@ -268,7 +272,8 @@ pub async fn supervise<K, F, Fut>(
     }
 }
 
-/// Runs one Event watch (one namespace, or `*` for all), handing each new Pod warning to `ctx.out`.
+/// Runs one Event watch (one namespace, or `*` for all), handing each new Pod
+/// warning to `ctx.out`, or folding it into its copy in the open batch.
 pub async fn watch_events(api: Api<EventObject>, label: String, ctx: WatchContext) {
     let config = watcher::Config::default().fields(EVENT_FIELD_SELECTOR);
     let what = format!("events in {label}");
@@ -281,6 +286,13 @@ pub async fn watch_events(api: Api<EventObject>, label: String, ctx: WatchContex
                 return true;
             }
             metrics().events_seen.inc();
+            if ctx
+                .open_batch
+                .as_ref()
+                .is_some_and(|open| open.fold(&Again::of(&c.event)))
+            {
+                return true;
+            }
             ctx.out.send(c).await.is_ok()
         }
     })

@@ -11,7 +11,7 @@
 //! The batch being gathered is shared with the Event watch as an
 //! [`OpenBatch`]: a repeat of a warning already in it, with the same
 //! message, is folded in place by the watch (count and last time), without
-//! being built, enriched and classified again only to replace its copy here.
+//! being enriched and classified again only to replace its copy here.
 //! The copy keeps the enrichment it was given at most one batch interval
 //! ago; the next batch's first copy is enriched afresh.
 
@@ -104,6 +104,19 @@ pub struct Again<'a> {
     pub last_seen: jiff::Timestamp,
     /// The message: a new one goes the whole way (it may classify differently).
     pub message: &'a str,
+}
+
+impl<'a> Again<'a> {
+    /// The occurrence a warning on its way records.
+    pub fn of(event: &'a WarningEvent) -> Self {
+        Self {
+            uid: &event.uid,
+            count: event.count,
+            first_seen: event.first_seen,
+            last_seen: event.last_seen,
+            message: &event.message,
+        }
+    }
 }
 
 /// The batch being gathered, shared between the batcher and the Event watch.
