@@ -43,8 +43,9 @@ pub struct Metrics {
     pub events_seen: Counter,
     /// Events acknowledged by the collector.
     pub events_shipped: Counter,
-    /// Events folded into a newer copy of the same warning (higher count)
-    /// in the same batch: the collector stores the same from the one copy.
+    /// Events folded into the copy of the same warning in the batch being
+    /// gathered, which keeps the highest count: the collector stores the same
+    /// from the one copy.
     pub events_coalesced: Counter,
     /// Events written to the disk spool.
     pub events_spooled: Counter,
@@ -111,7 +112,7 @@ impl Metrics {
         );
         registry.register(
             "events_coalesced",
-            "Events folded into a newer copy of the same warning in the same batch",
+            "Events folded into the copy of the same warning in the batch being gathered",
             m.events_coalesced.clone(),
         );
         registry.register(
