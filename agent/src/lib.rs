@@ -192,7 +192,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         stale_after: args.stale_watch_after,
         shutdown: watch_token.clone(),
         readiness: readiness.clone(),
-        open_batch: Some(shipper.open_batch()),
+        open_batch: shipper.open_batch(),
     };
     let mut watches = tokio::task::JoinSet::new();
     for (label, api) in scope.apis::<EventObject>(&access.client) {

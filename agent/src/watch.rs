@@ -6,7 +6,7 @@
 use crate::enrich::Candidate;
 use crate::ops::{Readiness, WatchLabel, metrics};
 use crate::resources::EventObject;
-use crate::ship::{Again, OpenBatch};
+use crate::ship::OpenBatch;
 use futures::StreamExt;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -196,9 +196,8 @@ pub struct WatchContext {
     pub shutdown: CancellationToken,
     /// Set once a watch has listed.
     pub readiness: Arc<Readiness>,
-    /// The batch being gathered, which repeats of its warnings are folded into
-    /// (`None`: every occurrence goes the whole way).
-    pub open_batch: Option<Arc<OpenBatch>>,
+    /// The batch being gathered, which repeats of its warnings are folded into.
+    pub open_batch: Arc<OpenBatch>,
 }
 
 /// What a watch hands to its handler.
@@ -286,11 +285,7 @@ pub async fn watch_events(api: Api<EventObject>, label: String, ctx: WatchContex
                 return true;
             }
             metrics().events_seen.inc();
-            if ctx
-                .open_batch
-                .as_ref()
-                .is_some_and(|open| open.fold(&Again::of(&c.event)))
-            {
+            if ctx.open_batch.fold(&c.event) {
                 return true;
             }
             ctx.out.send(c).await.is_ok()

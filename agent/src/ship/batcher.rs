@@ -40,24 +40,27 @@ impl Gathering {
     /// Adds an event, or folds it into the copy of the same warning already here.
     pub(super) fn push(&mut self, mut event: WarningEvent) {
         let key = xxh3_64(event.uid.as_bytes());
-        if let Some(&i) = self.slots.get(&key) {
-            let held = &mut self.events[i];
-            // A hash collision between two uids is astronomically rare; then both stay.
-            if held.uid == event.uid {
-                metrics().events_coalesced.inc();
-                if event.count >= held.count {
-                    // Logs go with the first copy only (crate::logs): keep them.
-                    event.logs = event.logs.or_else(|| held.logs.take());
-                    *held = event;
-                } else if held.logs.is_none() {
-                    held.logs = event.logs;
-                }
-                return;
+        if let Some(held) = self.copy_mut(key, &event.uid) {
+            metrics().events_coalesced.inc();
+            if event.count >= held.count {
+                // Logs go with the first copy only (crate::logs): keep them.
+                event.logs = event.logs.or_else(|| held.logs.take());
+                *held = event;
+            } else if held.logs.is_none() {
+                held.logs = event.logs;
             }
-        } else {
-            self.slots.insert(key, self.events.len());
+            return;
         }
+        // A hash collision between two uids is astronomically rare; then both
+        // stay, and the slot keeps pointing at the first.
+        self.slots.entry(key).or_insert(self.events.len());
         self.events.push(event);
+    }
+
+    /// The copy of warning `uid` (whose hash is `key`) held here.
+    fn copy_mut(&mut self, key: u64, uid: &str) -> Option<&mut WarningEvent> {
+        let &i = self.slots.get(&key)?;
+        Some(&mut self.events[i]).filter(|held| held.uid == uid)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -69,13 +72,13 @@ impl Gathering {
     }
 
     /// Folds a later occurrence of a warning into the copy here, when there is
-    /// one of the same uid, first occurrence and message; false otherwise.
-    pub(super) fn fold(&mut self, again: &Again<'_>) -> bool {
-        let Some(&i) = self.slots.get(&xxh3_64(again.uid.as_bytes())) else {
+    /// one of the same uid, first occurrence (part of the collector's dedup
+    /// key) and message (a new one may classify differently); false otherwise.
+    fn fold(&mut self, again: &WarningEvent) -> bool {
+        let Some(held) = self.copy_mut(xxh3_64(again.uid.as_bytes()), &again.uid) else {
             return false;
         };
-        let held = &mut self.events[i];
-        if held.uid != again.uid || held.first_seen != again.first_seen || held.message != again.message {
+        if held.first_seen != again.first_seen || held.message != again.message {
             return false;
         }
         metrics().events_coalesced.inc();
@@ -91,42 +94,15 @@ impl Gathering {
     }
 }
 
-/// A later occurrence of a warning, as the Event watch reads it.
-#[derive(Debug, Clone, Copy)]
-pub struct Again<'a> {
-    /// The Event's uid.
-    pub uid: &'a str,
-    /// Occurrences so far.
-    pub count: u32,
-    /// First occurrence: part of the collector's dedup key, so it must match.
-    pub first_seen: jiff::Timestamp,
-    /// Latest occurrence.
-    pub last_seen: jiff::Timestamp,
-    /// The message: a new one goes the whole way (it may classify differently).
-    pub message: &'a str,
-}
-
-impl<'a> Again<'a> {
-    /// The occurrence a warning on its way records.
-    pub fn of(event: &'a WarningEvent) -> Self {
-        Self {
-            uid: &event.uid,
-            count: event.count,
-            first_seen: event.first_seen,
-            last_seen: event.last_seen,
-            message: &event.message,
-        }
-    }
-}
-
 /// The batch being gathered, shared between the batcher and the Event watch.
 #[derive(Debug, Default)]
 pub struct OpenBatch(Mutex<Gathering>);
 
 impl OpenBatch {
-    /// Folds `again` into the copy of its warning in the open batch; false
-    /// when the batch holds no such copy (then the occurrence goes the whole way).
-    pub fn fold(&self, again: &Again<'_>) -> bool {
+    /// Folds `again`, a later occurrence of a warning not yet enriched, into
+    /// the copy of that warning in the open batch; false when the batch holds
+    /// no such copy (then the occurrence goes the whole way).
+    pub fn fold(&self, again: &WarningEvent) -> bool {
         self.lock().fold(again)
     }
 

@@ -39,7 +39,7 @@ use crate::ops::Readiness;
 use crate::spool::{Spool, SpoolError};
 use batch::{Held, Pending};
 use batcher::Batcher;
-pub use batcher::{Again, OpenBatch};
+pub use batcher::OpenBatch;
 use client::{Collector, Timeouts};
 use drain::drain_loop;
 use podwarn_shared::WarningEvent;

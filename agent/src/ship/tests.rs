@@ -714,23 +714,21 @@ async fn a_refused_certificate_is_reported_and_retried_as_soon_as_a_new_one_is_i
 fn a_repeat_folds_into_its_copy_in_the_open_batch_only_when_nothing_but_count_and_time_moved() {
     let open = OpenBatch::default();
     let held = WarningEvent { count: 3, ..event(1) };
-    let again = |count: u32, minutes: i64| Again {
-        uid: &held.uid,
+    let again = |count: u32, minutes: i64| WarningEvent {
         count,
-        first_seen: held.first_seen,
         last_seen: held.last_seen + jiff::SignedDuration::from_mins(minutes),
-        message: &held.message,
+        ..held.clone()
     };
     assert!(!open.fold(&again(4, 1)), "nothing to fold into yet");
     open.lock().push(held.clone());
     assert!(open.fold(&again(5, 2)));
     assert!(open.fold(&again(4, 1)), "an older repeat folds but moves nothing back");
-    let other_message = Again {
-        message: "Back-off pulling image",
+    let other_message = WarningEvent {
+        message: "Back-off pulling image".into(),
         ..again(6, 3)
     };
     assert!(!open.fold(&other_message), "a new message may classify differently");
-    let other_first = Again {
+    let other_first = WarningEvent {
         first_seen: held.first_seen + jiff::SignedDuration::from_secs(1),
         ..again(6, 3)
     };
@@ -738,6 +736,11 @@ fn a_repeat_folds_into_its_copy_in_the_open_batch_only_when_nothing_but_count_an
         !open.fold(&other_first),
         "first_seen is part of the collector's dedup key"
     );
+    let other_uid = WarningEvent {
+        uid: "uid-99999".into(),
+        ..again(6, 3)
+    };
+    assert!(!open.fold(&other_uid), "another warning");
     let events = open.lock().take();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].count, 5);
