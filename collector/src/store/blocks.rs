@@ -4,6 +4,9 @@
 //! event: the writer does one B-tree insert for a block's worth of new events,
 //! and the rows are large, so redb's half-full leaves after a split cost
 //! little (issue 7: fewer B-tree operations and fewer bytes per event).
+//! A batch's events come numbered grouped by namespace and workload
+//! ([`super::prepare::PreparedBatch::of`]), so a block holds neighbours and a
+//! page of one namespace opens a few blocks, not one per event.
 //!
 //! A block is `[1][slot]*`: each slot is a LEB128 length, `0` for an empty
 //! slot (deleted, or never written), else `len + 1` followed by the record's
