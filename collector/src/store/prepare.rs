@@ -27,14 +27,19 @@ pub struct PreparedEvent {
 #[derive(Debug)]
 pub struct PreparedBatch {
     pub agent: Option<AgentInfo>,
+    /// In the order sent.
     pub events: Vec<PreparedEvent>,
+    /// The order the writer takes (numbers and stores) `events` in: indexes
+    /// into it, each once. An order rather than the events moved into it:
+    /// moving every event through new vectors cost more than the grouping.
+    pub order: Vec<u32>,
 }
 
 impl PreparedBatch {
     /// Prepares `batch`, sent by an agent of `cluster`.
     ///
     /// The events are grouped by namespace and, within one, by workload, in
-    /// the order the writer numbers and stores them in: a namespace's events of
+    /// the order the writer numbers and stores them in (`order`): a namespace's events of
     /// one batch land side by side in a few blocks instead of one in every
     /// block, so a page of one namespace reads a few blocks rather than one
     /// per event (issue 7), and blocks of alike events compress better.
@@ -47,19 +52,20 @@ impl PreparedBatch {
         let events: Vec<PreparedEvent> = batch.events.into_iter().map(|ev| event(cluster, ev)).collect();
         // Each event's place: its first occurrence's group, then the order sent.
         let mut first = HashMap::with_capacity_and_hasher(events.len(), Default::default());
-        let mut places: Vec<((u64, u64), usize)> = (events.iter().enumerate())
+        let mut places: Vec<((u64, u64), u32)> = (events.iter().enumerate())
             .map(|(i, e)| {
                 let group = *first
                     .entry((e.uid_hash, e.rec.first_seen_us))
                     .or_insert_with(|| group_of(&e.rec));
-                (group, i)
+                // A batch in memory holds far fewer than 2^32 events.
+                (group, i as u32)
             })
             .collect();
         places.sort_unstable();
-        let mut slots: Vec<Option<PreparedEvent>> = events.into_iter().map(Some).collect();
         Self {
             agent: batch.agent,
-            events: places.iter().filter_map(|&(_, i)| slots[i].take()).collect(),
+            order: places.into_iter().map(|(_, i)| i).collect(),
+            events,
         }
     }
 }
@@ -142,9 +148,8 @@ mod tests {
             warning("a", "team-b", "api", "web-1", 4),
         ];
         let prepared = PreparedBatch::of("prod", crate::store::tests::batch(sent));
-        let order: Vec<(&str, u32)> = prepared
-            .events
-            .iter()
+        let order: Vec<(&str, u32)> = (prepared.order.iter())
+            .map(|&i| &prepared.events[i as usize])
             .map(|e| (e.rec.uid.as_str(), e.rec.count))
             .collect();
         // Each workload together, those of a namespace side by side (in

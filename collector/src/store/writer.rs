@@ -676,7 +676,8 @@ fn ingest(
     let cluster = state.cluster_id(&identity.cluster, &identity.tenant);
     let mut out = IngestResponse::default();
     let mut new_events = 0;
-    for ev in &mut batch.events {
+    for &i in &batch.order {
+        let ev = &mut batch.events[i as usize];
         let key = dedup_key_hashed(cluster, ev.rec.first_seen_us, ev.uid_hash);
         let existing = w.recent.get(&t.dedup, &mut w.dedup, key)?;
         let added = match existing {
